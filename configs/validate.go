@@ -89,7 +89,7 @@ func (c *Config) validate(env map[string]string) error {
 	checkRange(v, "timeouts.lease_ttl", c.Timeouts.LeaseTTL, leaseTTLRange)
 
 	if len(v.errs) > 0 {
-		sortErrors(v.errs)
+		// Left in the order the checks ran, which follows the file.
 		return v.errs
 	}
 	return nil
