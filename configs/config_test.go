@@ -287,3 +287,11 @@ func TestKeyLess(t *testing.T) {
 	assert.False(t, keyLess("nodes[0]", "guests[5]"))
 	assert.True(t, keyLess("", "cluster.name"))
 }
+
+func TestDuplicateDisk(t *testing.T) {
+	base := readExample(t, "two-node.yaml")
+	p := writeConfig(t, strings.Replace(base, "      - name: data\n", "      - name: root\n", 1))
+	_, err := Load(p)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), p+`: guests[0].disks[1].name: disk name "root" is already used by guests[0].disks[0]; disk names must be unique within a guest`)
+}

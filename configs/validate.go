@@ -67,6 +67,19 @@ func (v *validator) label(key, s string) {
 	}
 }
 
+// uniqueName checks the name of list[i] (a node, guest or disk of kind) as a
+// label and against the names seen before it in list; valid names are
+// recorded in seen. scope ends the rule, e.g. " within a guest".
+func (v *validator) uniqueName(seen map[string]int, list string, i int, kind, name, scope string) {
+	key := fmt.Sprintf("%s[%d].name", list, i)
+	v.label(key, name)
+	if j, dup := seen[name]; dup && name != "" {
+		v.addf(key, "%s name %q is already used by %s[%d]; %s names must be unique%s", kind, name, list, j, kind, scope)
+	} else if naming.ValidLabel(name) == nil {
+		seen[name] = i
+	}
+}
+
 // validate checks every rule and resolves relative paths. It assumes
 // applyDefaults ran.
 func (c *Config) validate(env map[string]string) error {
@@ -112,12 +125,7 @@ func (c *Config) validateNodes(v *validator) map[string]int {
 	for i := range c.Nodes {
 		n := &c.Nodes[i]
 		key := fmt.Sprintf("nodes[%d]", i)
-		v.label(key+".name", n.Name)
-		if j, dup := byName[n.Name]; dup && n.Name != "" {
-			v.addf(key+".name", "node name %q is already used by nodes[%d]; node names must be unique", n.Name, j)
-		} else if naming.ValidLabel(n.Name) == nil {
-			byName[n.Name] = i
-		}
+		v.uniqueName(byName, "nodes", i, "node", n.Name, "")
 		switch n.Role {
 		case RoleStorage:
 			if n.SANAddress.IsZero() {
@@ -236,11 +244,7 @@ func (c *Config) validateGuests(v *validator, nodes map[string]int) {
 	for i := range c.Guests {
 		g := &c.Guests[i]
 		key := fmt.Sprintf("guests[%d]", i)
-		v.label(key+".name", g.Name)
-		if j, dup := guests[g.Name]; dup && g.Name != "" {
-			v.addf(key+".name", "guest name %q is already used by guests[%d]; guest names must be unique", g.Name, j)
-		}
-		guests[g.Name] = i
+		v.uniqueName(guests, "guests", i, "guest", g.Name, "")
 		if g.VCPUs < 1 || g.VCPUs > maxVCPUs {
 			v.addf(key+".vcpus", "%d is out of range: must be between 1 and %d", g.VCPUs, maxVCPUs)
 		}
@@ -254,11 +258,7 @@ func (c *Config) validateGuests(v *validator, nodes map[string]int) {
 		for j := range g.Disks {
 			d := &g.Disks[j]
 			dkey := fmt.Sprintf("%s.disks[%d]", key, j)
-			v.label(dkey+".name", d.Name)
-			if k, dup := disks[d.Name]; dup && d.Name != "" {
-				v.addf(dkey+".name", "disk name %q is already used by %s.disks[%d]; disk names must be unique within a guest", d.Name, key, k)
-			}
-			disks[d.Name] = j
+			v.uniqueName(disks, key+".disks", j, "disk", d.Name, " within a guest")
 			if d.Size < minDiskSize || d.Size%sizeAlignment != 0 {
 				v.addf(dkey+".size", "%s (%d bytes) must be at least %s and a whole number of MiB, so both legs have the same size on every backend", d.Size, uint64(d.Size), minDiskSize)
 			}
