@@ -76,5 +76,6 @@ Every command reads the cluster file, the same on every node.`,
 	root.PersistentFlags().StringVarP(&g.config, "config", "c", defConfig,
 		"cluster file (env "+configs.EnvPrefix+"_CONFIG)")
 	root.AddCommand(newConfigCmd(g))
+	root.AddCommand(newVolumeCmd(g))
 	return root
 }
