@@ -41,6 +41,9 @@ func (f *fakeRunner) argvs() []string {
 	return out
 }
 
+// vmEnv enables the LVM test on real device-mapper (lvm_vm_test.go).
+const vmEnv = "MHCODI_VM_LVM"
+
 const lvsArgv = "lvs -o lv_name,vg_name,lv_size,lv_tags,lv_path --units b --nosuffix --reportformat json vg0"
 const vgsArgv = "vgs -o vg_name,vg_extent_size --units b --nosuffix --reportformat json vg0"
 

@@ -7,13 +7,12 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-
-	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
 
 // Volume is one open leg: a sparse file or an LV's block device. It
-// implements scsi.BlockDev; every method is safe for concurrent use (reads
-// and writes are pread/pwrite on one descriptor).
+// implements scsi.BlockDev (checked in volume_test.go, so neither this
+// package nor the CLI links the SCSI layer). Every method is safe for
+// concurrent use: reads and writes are pread/pwrite on one descriptor.
 //
 // The size is read when the volume is opened and again on Refresh, not on
 // every I/O: the SCSI layer must see the capacity change when it is told
@@ -32,8 +31,6 @@ type Volume struct {
 	closeErr  error
 	release   func() // tells the backend the volume is closed
 }
-
-var _ scsi.BlockDev = (*Volume)(nil)
 
 // device is what differs between a file and a block device.
 type device interface {
