@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/naming"
 )
@@ -73,6 +75,10 @@ func (b *FileBackend) Create(ctx context.Context, name string, size int64) (bool
 	}
 	defer f.Close()
 	if err := b.finishCreate(f, name, size); err != nil {
+		// Leave nothing half made: the next Create starts afresh.
+		if rerr := os.Remove(p); rerr != nil {
+			b.log.Warn("could not remove a volume file whose create failed", "volume", name, "path", p, "err", rerr)
+		}
 		return false, err
 	}
 	if err := fsyncDir(b.dir); err != nil {
@@ -327,7 +333,29 @@ func (fileDevice) size(f *os.File) (int64, error) {
 	return st.Size(), nil
 }
 
-func (fileDevice) discard(f *os.File, off, n int64) error { return punchHole(f, off, n) }
+// discard punches a hole; on a filesystem that cannot (EOPNOTSUPP) it
+// writes zeroes instead, because DiscardZeroes has promised the initiator
+// that the range reads back as zeroes.
+func (fileDevice) discard(f *os.File, off, n int64) error {
+	err := punchHole(f, off, n)
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		return err
+	}
+	return writeZeroes(f, off, n)
+}
+
+// writeZeroes writes n zero bytes at off, a chunk at a time.
+func writeZeroes(f *os.File, off, n int64) error {
+	zero := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		c := min(n, int64(len(zero)))
+		if _, err := f.WriteAt(zero[:c], off); err != nil {
+			return err
+		}
+		off, n = off+c, n-c
+	}
+	return nil
+}
 
 // discardZeroes: a punched hole reads back as zeroes.
 func (fileDevice) discardZeroes() bool { return true }

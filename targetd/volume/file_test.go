@@ -100,6 +100,16 @@ func TestFileCreateFinishesEmptyFile(t *testing.T) {
 	assert.Equal(t, int64(4*mib), in.Size)
 }
 
+func TestFileFailedCreateLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	b, dir := newFileBackend(t)
+	_, err := b.Create(ctx, "mhc-web1-root", 1<<62) // beyond any filesystem's file size limit
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "volume mhc-web1-root: sizing ")
+	_, err = os.Stat(filepath.Join(dir, "mhc-web1-root"))
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
 func TestFileBadSizes(t *testing.T) {
 	ctx := context.Background()
 	b, _ := newFileBackend(t)
@@ -225,6 +235,20 @@ func TestFileBounds(t *testing.T) {
 	assert.ErrorIs(t, err, io.EOF)
 	_, err = v.ReadAt(make([]byte, 10), mib+1)
 	assert.ErrorIs(t, err, ErrOutOfRange)
+}
+
+func TestWriteZeroes(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	require.NoError(t, os.WriteFile(p, bytes.Repeat([]byte{7}, 3<<20), 0o600))
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, writeZeroes(f, 1000, 2<<20+5))
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	want := bytes.Repeat([]byte{7}, 3<<20)
+	copy(want[1000:], make([]byte, 2<<20+5))
+	assert.Equal(t, want, got)
 }
 
 func TestFileConcurrentIO(t *testing.T) {
