@@ -233,7 +233,7 @@ With --check it exits 1 unless every row is ok.`,
 func volumeRows(ctx context.Context, s *volumeScope) ([]volumeRow, error) {
 	have, err := s.backend.List(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing the volumes of %s: %w", s.where(), err)
+		return nil, fmt.Errorf("node %s: %w", s.node, err)
 	}
 	byName := map[string]volume.Info{}
 	for _, in := range have {

@@ -237,3 +237,18 @@ func TestVolumeGuestWithoutLegOnNode(t *testing.T) {
 	assert.Equal(t, ExitOK, code, errs)
 	assert.Contains(t, out, "keeps no legs: nothing to create")
 }
+
+// On an LVM node without its volume group (no device-mapper here, or no
+// lvm2 at all) the commands fail with what lvm2, or exec, said.
+func TestVolumeLVMErrors(t *testing.T) {
+	t.Setenv("MHCODI_STORAGE_LVM_VG", "mhcodi-test-no-such-vg")
+	code, out, errs := run("volume", "list", "--config", twoNode, "--node", "node-a")
+	assert.Equal(t, ExitInvalid, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errs, "mhcodi: node node-a: listing the LVs of volume group mhcodi-test-no-such-vg: lvs -o lv_name,vg_name,lv_size,lv_tags,lv_path --units b --nosuffix --reportformat json mhcodi-test-no-such-vg: ")
+
+	code, _, errs = run("volume", "create", "--config", twoNode, "--node", "node-a", "--guest", "web1")
+	assert.Equal(t, ExitInvalid, code)
+	assert.Contains(t, errs, "could not create 2 of 2 volume(s) on node node-a (volume group mhcodi-test-no-such-vg):\n  not done: volume mhc-web1-root: ")
+	assert.Contains(t, errs, "\n  done: none\n")
+}
