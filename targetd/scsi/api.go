@@ -93,7 +93,19 @@ type Result struct {
 	Data []byte
 	// TransferLen is how many bytes the CDB asked to move (Data-In or
 	// Data-Out), for the transport's residual counts.
+	//
+	// Precisely: for READ-class commands and every Data-Out command it is
+	// the CDB's transfer length in bytes, set even with CHECK CONDITION
+	// once the CDB could be decoded; for commands that return at most an
+	// ALLOCATION LENGTH of data (INQUIRY, MODE SENSE, REPORT LUNS, ...) it
+	// is len(Data), already capped by the allocation length. The transport
+	// reports residual overflow TransferLen-ExpectedLen when TransferLen is
+	// larger than its expected data transfer length, and residual
+	// underflow ExpectedLen-TransferLen when it is smaller.
 	TransferLen uint32
+
+	// pooled is the BufPool handle of Data, returned by Target.Release.
+	pooled *[]byte
 }
 
 // Status is a SAM status byte.
