@@ -34,10 +34,10 @@ const (
 type chapState uint8
 
 const (
-	chapStart          chapState = iota // AuthMethod not yet agreed
-	chapWantAlgorithm                   // AuthMethod=CHAP agreed, waiting for CHAP_A
-	chapWantResponse                    // challenge sent, waiting for CHAP_N/CHAP_R
-	chapDone                            // initiator authenticated
+	chapStart         chapState = iota // AuthMethod not yet agreed
+	chapWantAlgorithm                  // AuthMethod=CHAP agreed, waiting for CHAP_A
+	chapWantResponse                   // challenge sent, waiting for CHAP_N/CHAP_R
+	chapDone                           // initiator authenticated
 )
 
 // chapServer is the target side of one CHAP exchange.
