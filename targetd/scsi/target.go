@@ -31,8 +31,8 @@ type Target struct {
 	opts TargetOptions
 	pool *BufPool
 
-	mu  sync.Mutex                         // serializes AddLU/RemoveLU
-	lus atomic.Pointer[map[uint64]*LU]     // copy-on-write: lookups take no lock
+	mu  sync.Mutex                     // serializes AddLU/RemoveLU
+	lus atomic.Pointer[map[uint64]*LU] // copy-on-write: lookups take no lock
 }
 
 // maxLUN is the largest LUN of SAM-5 flat space addressing.
