@@ -326,9 +326,22 @@ func (l *Login) negotiate(req Request, kvs []KV) ([]KV, bool, *Error) {
 		}
 	}
 	for _, kv := range ops {
-		if a, ok := l.neg.reply(kv.Key, kv.Value); ok {
-			replies = append(replies, KV{kv.Key, a})
+		if lookupKey(kv.Key).class == classTargetOnly && !isReserved(kv.Value) {
+			// Only targets declare these (§13); an answer would also
+			// collide with our own declaration of the same key.
+			return nil, false, loginError(StatusInitiatorError, "initiator sent the target key %s", kv.Key)
 		}
+		a, ok := l.neg.reply(kv.Key, kv.Value)
+		if !ok {
+			continue
+		}
+		if kv.Key == KeyMaxRecvDataSegmentLength {
+			// Declarative: there is no answer to give but our own
+			// declaration, so an unusable value cannot be refused with
+			// Reject; sending it PDUs of the default size could overrun it.
+			return nil, false, loginError(StatusInitiatorError, "invalid MaxRecvDataSegmentLength=%s (512 to 16777215)", truncate(kv.Value))
+		}
+		replies = append(replies, KV{kv.Key, a})
 	}
 	l.neg.settle(replies)
 	replies = append(replies, l.declarations()...)

@@ -167,6 +167,9 @@ func EncodeText(kvs []KV) []byte {
 	for _, kv := range kvs {
 		n += len(kv.Key) + len(kv.Value) + 2
 	}
+	if n == 0 {
+		return nil
+	}
 	out := make([]byte, 0, n)
 	for _, kv := range kvs {
 		out = append(out, kv.Key...)
