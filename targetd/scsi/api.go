@@ -73,8 +73,14 @@ type Command struct {
 	CDB   []byte
 	// Data is all the Data-Out the initiator sent: exactly the expected
 	// data transfer length of the transport (may differ from what the CDB
-	// asks for: the layer must never write more or other bytes than the CDB
-	// says, and never write when Data is shorter than the CDB's transfer).
+	// asks for). The layer never writes more or other bytes than the CDB
+	// says: extra Data is ignored. When Data is shorter than the CDB's
+	// transfer it writes only the whole logical blocks that arrived and
+	// returns GOOD (libiscsi's iSCSIResiduals suite requires this; the
+	// transport reports the residual overflow), or, with
+	// TargetOptions.StrictDataOut, writes nothing and returns CHECK
+	// CONDITION. COMPARE AND WRITE and WRITE SAME, whose Data-Out size is
+	// fixed, fail without writing on any mismatch.
 	Data []byte
 	// ExpectedLen is the transport's expected data transfer length (for
 	// reads, the most Data-In the initiator will take).
