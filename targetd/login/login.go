@@ -241,6 +241,7 @@ func (l *Login) checkHeader(req Request) *Error {
 		}
 		l.started = true
 		l.first = req
+		l.first.Data = nil // only the header fields are kept, not the engine's buffer
 		l.stage = req.CSG
 		l.res.ISID, l.res.TSIH, l.res.CID, l.res.Leading = req.ISID, req.TSIH, req.CID, req.Leading()
 		l.neg.leading = req.Leading()

@@ -257,12 +257,30 @@ func TestOpenISCSIDiscoveryAndSendTargets(t *testing.T) {
 	assert.Equal(t, targets, back)
 }
 
-func TestOpenISCSIOneWayCHAP(t *testing.T) {
-	for _, offer := range []string{"CHAP", "CHAP,None"} {
-		t.Run(offer, func(t *testing.T) {
-			l, _ := newLogin(allowCHAP, Limits{})
-			resp, kvs := step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-				Data: text(cat(openISCSIIdentity, []string{"AuthMethod=" + offer})...)})
+// TestOpenISCSICHAP follows open-iscsi's auth.c: one-way CHAP offers
+// "AuthMethod=CHAP,None" with T=1 (acl_set_auth_method_valid, auth_rmt 0);
+// mutual CHAP offers "AuthMethod=CHAP" with T=0 and a 16-byte challenge.
+func TestOpenISCSICHAP(t *testing.T) {
+	tests := []struct {
+		name     string
+		decision Decision
+		offer    string
+		firstT   bool
+		mutual   bool
+	}{
+		{"one-way", allowCHAP, "CHAP,None", true, false},
+		{"one-way, CHAP only", allowCHAP, "CHAP", true, false},
+		{"mutual", allowBoth, "CHAP", false, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := newLogin(tc.decision, Limits{})
+			first := Request{Transit: tc.firstT, CSG: 0, ISID: isid,
+				Data: text(cat(openISCSIIdentity, []string{"AuthMethod=" + tc.offer})...)}
+			if tc.firstT {
+				first.NSG = 1
+			}
+			resp, kvs := step(t, l, first)
 			assert.Equal(t, Response{CSG: 0, Data: resp.Data}, resp, "no transit before CHAP")
 			assert.Equal(t, kvList("AuthMethod=CHAP", "TargetPortalGroupTag=1"), kvs)
 			openISCSIAccepts(t, StageSecurity, kvs)
@@ -272,11 +290,22 @@ func TestOpenISCSIOneWayCHAP(t *testing.T) {
 			assert.Equal(t, kvList("CHAP_A=5", "CHAP_I=0", "CHAP_C=0x"+hex.EncodeToString(seq(1, 32))), kvs)
 			openISCSIAccepts(t, StageSecurity, kvs)
 
-			answer := initiatorCHAP(t, kvs, chapSecret)
-			resp, kvs = step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-				Data: text("CHAP_N="+chapUser, "CHAP_R="+strings.ToLower(answer))})
-			assert.Equal(t, Response{Transit: true, CSG: 0, NSG: 1}, resp)
-			assert.Empty(t, kvs)
+			// open-iscsi writes binary values in lower-case hex.
+			answer := strings.ToLower(initiatorCHAP(t, kvs, chapSecret))
+			third := []string{"CHAP_N=" + chapUser, "CHAP_R=" + answer}
+			mch := seq(0x40, 16)
+			if tc.mutual {
+				third = append(third, "CHAP_I=77", "CHAP_C=0x"+hex.EncodeToString(mch))
+			}
+			resp, kvs = step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid, Data: text(third...)})
+			assert.Equal(t, Response{Transit: true, CSG: 0, NSG: 1, Data: resp.Data}, resp)
+			if tc.mutual {
+				want := md5.Sum(append(append([]byte{77}, mutualSecret...), mch...))
+				assert.Equal(t, kvList("CHAP_N="+mutualUser, "CHAP_R=0x"+hex.EncodeToString(want[:])), kvs)
+				openISCSIAccepts(t, StageSecurity, kvs)
+			} else {
+				assert.Empty(t, kvs)
+			}
 			assert.False(t, l.Done())
 
 			resp, kvs = step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text(openISCSIOps...)})
@@ -286,7 +315,7 @@ func TestOpenISCSIOneWayCHAP(t *testing.T) {
 			require.True(t, l.Done())
 			r := l.Result()
 			assert.True(t, r.CHAP)
-			assert.False(t, r.MutualCHAP)
+			assert.Equal(t, tc.mutual, r.MutualCHAP)
 			assert.Equal(t, chapUser, r.CHAPUser)
 		})
 	}
