@@ -405,10 +405,33 @@ func (lu *LU) AbortTask(n Nexus, tag uint32) bool {
 	return ok
 }
 
-// AbortTaskSet aborts every task of nexus n (ABORT TASK SET, CLEAR TASK
-// SET) and returns once they have all returned.
+// AbortTaskSet aborts every task of nexus n (ABORT TASK SET) and returns
+// once they have all returned.
 func (lu *LU) AbortTaskSet(n Nexus) {
 	ms := lu.tasks.abortWhere(func(k taskKey) bool { return k.nexus == n })
+	lu.tasks.wait(ms, nil)
+}
+
+// ClearTaskSet aborts the tasks of every nexus (CLEAR TASK SET: with the
+// control mode page's TST=0 there is one task set for all nexuses); the
+// other nexuses whose tasks were cleared get COMMANDS CLEARED BY ANOTHER
+// INITIATOR. It returns once the aborted tasks have returned.
+func (lu *LU) ClearTaskSet(by Nexus) {
+	ms := lu.tasks.abortWhere(func(taskKey) bool { return true })
+	cleared := map[Nexus]bool{}
+	for _, m := range ms {
+		if n := m.nexus; n != by {
+			cleared[n] = true
+		}
+	}
+	if len(cleared) != 0 {
+		lu.mutate(func(s *luState) bool {
+			for n := range cleared {
+				s.addUA(n, ascCommandsCleared)
+			}
+			return true
+		})
+	}
 	lu.tasks.wait(ms, nil)
 }
 

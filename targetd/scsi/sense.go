@@ -37,6 +37,7 @@ const (
 	ascReservationsReleased     asc = 0x2a04
 	ascRegistrationsPreempted   asc = 0x2a05
 	ascCapacityDataChanged      asc = 0x2a09
+	ascCommandsCleared          asc = 0x2f00
 	ascSavingParamsNotSupported asc = 0x3900
 	ascReportedLUNsDataChanged  asc = 0x3f0e
 )

@@ -172,6 +172,16 @@ func (t *Target) AbortTaskSet(n Nexus, lun uint64) {
 	}
 }
 
+// ClearTaskSet clears the task set of LUN lun (see LU.ClearTaskSet); it
+// returns false for an absent LUN.
+func (t *Target) ClearTaskSet(by Nexus, lun uint64) bool {
+	if lu := t.LU(lun); lu != nil {
+		lu.ClearTaskSet(by)
+		return true
+	}
+	return false
+}
+
 // AbortTask aborts task tag of nexus n on LUN lun (see LU.AbortTask).
 func (t *Target) AbortTask(n Nexus, lun uint64, tag uint32) bool {
 	if lu := t.LU(lun); lu != nil {

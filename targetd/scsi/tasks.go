@@ -83,10 +83,11 @@ func (ts *taskSet) end(t *task) {
 	ts.pool.Put(t)
 }
 
-// marked is a task that was aborted, with its seq at the time.
+// marked is a task that was aborted, with its seq and nexus at the time.
 type marked struct {
-	t   *task
-	seq uint64
+	t     *task
+	seq   uint64
+	nexus Nexus
 }
 
 // abortWhere marks every registered task for which match is true and
@@ -98,7 +99,7 @@ func (ts *taskSet) abortWhere(match func(k taskKey) bool) []marked {
 		sh.mu.Lock()
 		for k, t := range sh.m {
 			if match(k) {
-				out = append(out, marked{t: t, seq: t.seq.Load()})
+				out = append(out, marked{t: t, seq: t.seq.Load(), nexus: k.nexus})
 				t.aborted.Store(true)
 			}
 		}
@@ -116,7 +117,7 @@ func (ts *taskSet) abortOne(n Nexus, tag uint32) (marked, bool) {
 	if !ok {
 		return marked{}, false
 	}
-	m := marked{t: t, seq: t.seq.Load()}
+	m := marked{t: t, seq: t.seq.Load(), nexus: n}
 	t.aborted.Store(true)
 	return m, true
 }

@@ -117,3 +117,20 @@ func TestTwoTargets(t *testing.T) {
 	assert.NotSame(t, a.tgt.pool, b.tgt.pool)
 	require.Error(t, b.tgt.AddLU(1, a.lu))
 }
+
+func TestClearTaskSet(t *testing.T) {
+	f, gd := newGateFixture(t)
+	f.good(nexusB, tur(), nil)
+	doneA := blockedWrite(t, f, gd, nexusA, 1)
+	doneB := blockedWrite(t, f, gd, nexusB, 1)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		close(gd.release)
+	}()
+	require.True(t, f.tgt.ClearTaskSet(nexusA, 0))
+	assert.False(t, f.tgt.ClearTaskSet(nexusA, 9))
+	assert.True(t, errors.Is(<-doneA, ErrAborted))
+	assert.True(t, errors.Is(<-doneB, ErrAborted))
+	requireSense(t, f.do(nexusB, tur(), nil), SenseUnitAttention, ascCommandsCleared)
+	f.good(nexusA, tur(), nil)
+}
