@@ -20,7 +20,10 @@
 //     (TSIH != 0) names an existing session, and session reinstatement for a
 //     reused ISID, are the engine's to decide: it may refuse with
 //     RejectResponse(StatusSessionDoesNotExist) and so on, without calling
-//     Step.
+//     Step. Checks that need the initiator's name (session reinstatement
+//     for the same InitiatorName and ISID, a session limit) are made when
+//     Done becomes true: the final response is not sent yet, so the engine
+//     may send RejectResponse(StatusOutOfResources), for instance, instead.
 //   - Version-max and Version-active of every response are 0x00
 //     (Response.VersionMax, Response.VersionActive).
 //   - Continue (the C bit) is handled here, both ways. A request with C=1 is
