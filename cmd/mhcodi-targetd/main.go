@@ -1,0 +1,140 @@
+// Command mhcodi-targetd exports a storage node's guest disk legs over
+// iSCSI. See package targetd.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/targetd"
+)
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, strings.ToLower(v)); return nil }
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("mhcodi-targetd", flag.ContinueOnError)
+	cfgPath := fs.String("config", envOr("MHCODI_CONFIG", configs.DefaultPath), "cluster file")
+	node := fs.String("node", "", "this node's name in the cluster file (required)")
+	stateDir := fs.String("state-dir", "/var/lib/mhcodi", "fencing state and write log")
+	control := fs.String("control-socket", "", "control API socket (default /run/mhcodi/targetd-<node>.sock)")
+	listen := fs.String("listen", "", "override the node's SAN address (ip:port)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var extra stringList
+	fs.Var(&extra, "allow-initiator", "also admit this initiator IQN, without CHAP (repeatable; for conformance tools)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-targetd: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if *node == "" {
+		fmt.Fprintln(os.Stderr, "mhcodi-targetd: --node is required")
+		return 2
+	}
+	if *control == "" {
+		*control = "/run/mhcodi/targetd-" + *node + ".sock"
+	}
+	cfg, err := configs.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-targetd: %v\n", err)
+		return 1
+	}
+	d, err := targetd.New(targetd.Options{
+		Config: cfg, Node: *node, StateDir: *stateDir, Listen: *listen,
+		ExtraInitiators: extra, Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-targetd: %v\n", err)
+		return 1
+	}
+	ln, err := d.Listen()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-targetd: %v\n", err)
+		d.Shutdown(context.Background())
+		return 1
+	}
+	cln, err := targetd.ListenControl(*control)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-targetd: %v\n", err)
+		ln.Close()
+		d.Shutdown(context.Background())
+		return 1
+	}
+	ctl := &http.Server{Handler: d.ControlHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go ctl.Serve(cln)
+	notify := newNotifier(log)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(ln) }()
+	log.Info("mhcodi-targetd ready", "listen", ln.Addr().String(), "control", *control, "exports", len(d.Exports()))
+	notify.ready()
+	for {
+		select {
+		case err := <-served:
+			ctl.Close()
+			if err != nil {
+				log.Error("serving failed", "err", err)
+				d.Shutdown(context.Background())
+				return 1
+			}
+			return 0
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				notify.reloading()
+				ncfg, err := configs.Load(*cfgPath)
+				if err == nil {
+					err = d.Reload(ncfg)
+				}
+				if err != nil {
+					log.Error("reload failed; still serving the previous configuration", "err", err)
+				} else {
+					log.Info("configuration reloaded", "exports", len(d.Exports()))
+				}
+				notify.ready()
+				continue
+			}
+			log.Info("stopping: finishing in-flight commands", "signal", sig.String())
+			notify.stopping()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := d.Shutdown(ctx)
+			cancel()
+			ctl.Close()
+			os.Remove(*control)
+			if err != nil && !errors.Is(err, context.Canceled) {
+				log.Warn("shutdown incomplete", "err", err)
+				return 1
+			}
+			log.Info("stopped")
+			return 0
+		}
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
