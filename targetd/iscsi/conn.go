@@ -33,7 +33,8 @@ type conn struct {
 	w      *pdu.Writer
 	statSN uint32 // next StatSN; guarded by sendMu
 
-	sess *session
+	sess     *session                 // set once by serve, read only by its goroutines
+	sessLive atomic.Pointer[session] // the same, for other goroutines (Shutdown)
 
 	lastRecv  atomic.Int64 // unix nanos of the last PDU received
 	closeOnce sync.Once
@@ -79,7 +80,7 @@ func (c *conn) isClosed() bool {
 
 // drain waits until the connection's session has no running command.
 func (c *conn) drain(ctx context.Context) {
-	if s := c.sess; s != nil {
+	if s := c.sessLive.Load(); s != nil {
 		s.waitIdle(ctx)
 	}
 }
@@ -94,6 +95,7 @@ func (c *conn) serve() {
 		return
 	}
 	c.sess = sess
+	c.sessLive.Store(sess)
 	c.log = c.log.With("initiator", sess.initiator, "target", sess.targetName, "tsih", sess.tsih)
 	c.log.Info("session started", "discovery", sess.discovery, "header_digest", sess.params.HeaderDigest, "data_digest", sess.params.DataDigest)
 	err = c.fullFeature()

@@ -51,6 +51,11 @@ func (r *Reader) ReadHeader(h *Header) error {
 	if _, err := io.ReadFull(r.br, h[:]); err != nil {
 		return err
 	}
+	// The length check comes before the AHS is read, so a garbage header
+	// is refused at once instead of waiting for bytes that never come.
+	if h.DataLen() > r.MaxDataLen {
+		return fmt.Errorf("%w: %v carries %d bytes, the limit is %d", ErrDataTooLong, h.Opcode(), h.DataLen(), r.MaxDataLen)
+	}
 	crc := uint32(0)
 	if r.Digests.Header {
 		crc = Digest(h[:])
@@ -75,9 +80,6 @@ func (r *Reader) ReadHeader(h *Header) error {
 		if binary.LittleEndian.Uint32(r.crcBuf[:]) != crc {
 			return ErrHeaderDigest
 		}
-	}
-	if h.DataLen() > r.MaxDataLen {
-		return fmt.Errorf("%w: %v carries %d bytes, the limit is %d", ErrDataTooLong, h.Opcode(), h.DataLen(), r.MaxDataLen)
 	}
 	r.pending = h
 	return nil
