@@ -206,6 +206,17 @@ type QemuIOOptions struct {
 // qemu-io output and an error if the login, the write or the
 // verification failed.
 func RunQemuIOPattern(ctx context.Context, lun QemuLUN, o QemuIOOptions) (string, error) {
+	return runQemuIO(ctx, lun, o, true)
+}
+
+// RunQemuIOVerify only reads the region back and verifies the pattern
+// (`qemu-io -c 'read -P 0xab 0 1M'`): to check data another client wrote,
+// or that a mismatch is caught.
+func RunQemuIOVerify(ctx context.Context, lun QemuLUN, o QemuIOOptions) (string, error) {
+	return runQemuIO(ctx, lun, o, false)
+}
+
+func runQemuIO(ctx context.Context, lun QemuLUN, o QemuIOOptions, write bool) (string, error) {
 	bin, err := Tool("qemu-io")
 	if err != nil {
 		return "", err
@@ -231,14 +242,19 @@ func RunQemuIOPattern(ctx context.Context, lun QemuLUN, o QemuIOOptions) (string
 	}
 	region := fmt.Sprintf("%d %d", o.Offset, o.Length)
 	pat := fmt.Sprintf("0x%02x", o.Pattern)
-	argv := []string{bin, "-c", "write -P " + pat + " " + region, "-c", "read -P " + pat + " " + region}
+	argv := []string{bin}
+	if write {
+		argv = append(argv, "-c", "write -P "+pat+" "+region)
+	}
+	argv = append(argv, "-c", "read -P "+pat+" "+region)
 	argv = append(argv, img...)
-	o.Logger.Info("qemu-io pattern", "url", lun.URL, "header_digest", lun.HeaderDigest, "pattern", pat, "region", region)
+	o.Logger.Info("qemu-io", "url", lun.URL, "header_digest", lun.HeaderDigest, "write", write, "pattern", pat, "region", region)
 	res, err := runClient(ctx, clientSpec{name: "qemu-io", argv: argv, timeout: o.Timeout})
 	if err != nil {
 		return res.output, err
 	}
-	want := fmt.Sprintf("read %d/%d bytes at offset %d", o.Length, o.Length, o.Offset)
+	wrote := fmt.Sprintf("wrote %d/%d bytes at offset %d", o.Length, o.Length, o.Offset)
+	read := fmt.Sprintf("read %d/%d bytes at offset %d", o.Length, o.Length, o.Offset)
 	switch {
 	case res.stalled:
 		return res.output, fmt.Errorf("qemu-io %s stalled after %v", lun.URL, res.elapsed)
@@ -246,9 +262,9 @@ func RunQemuIOPattern(ctx context.Context, lun QemuLUN, o QemuIOOptions) (string
 		return res.output, fmt.Errorf("qemu-io %s: read back differs from pattern %s: %s", lun.URL, pat, tail(res.output, 800))
 	case res.exitCode != 0:
 		return res.output, fmt.Errorf("qemu-io %s exited %d: %s", lun.URL, res.exitCode, tail(res.output, 800))
-	case !strings.Contains(res.output, fmt.Sprintf("wrote %d/%d bytes", o.Length, o.Length)) || !strings.Contains(res.output, want):
+	case write && !strings.Contains(res.output, wrote), !strings.Contains(res.output, read):
 		// qemu-io reports a failed command and still exits 0 in some
-		// versions: demand both success lines.
+		// versions: demand the success lines.
 		return res.output, fmt.Errorf("qemu-io %s: write or read did not complete: %s", lun.URL, tail(res.output, 800))
 	}
 	return res.output, nil
