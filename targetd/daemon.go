@@ -277,11 +277,14 @@ func openExport(ctx context.Context, b volume.Backend, l configs.LegInfo) (*expo
 		return nil, fmt.Errorf("export %s: %w (create it with: mhcodi volume create --node %s --guest %s)", l.TargetIQN, err, l.Node, l.Guest)
 	}
 	lu, err := scsi.NewLU(scsi.LUConfig{
-		Dev:             vol,
-		Serial:          l.Serial,
-		WWN:             naming.WWNBytes(l.Leg),
-		ProductID:       "MHCODI LEG",
-		ThinProvisioned: true,
+		Dev:       vol,
+		Serial:    l.Serial,
+		WWN:       naming.WWNBytes(l.Leg),
+		ProductID: "MHCODI LEG",
+		// 4 KiB physical blocks: what LVM on modern disks and page-cached
+		// files prefer, so initiators align their I/O to it.
+		PhysicalBlockSize: 4096,
+		ThinProvisioned:   true,
 	})
 	if err != nil {
 		vol.Close()
