@@ -52,5 +52,15 @@ demo: deps build
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
+# Measures tgt, gotgt and mhcodi-targetd with iscsi-perf and qemu-img bench
+# over loopback on one page-cached file (about 3 minutes; see
+# test/cmd/bench-target). A failed build is not fatal: targetd's column is
+# then "n/a (not built)", or the last binary built. Pass flags with
+# BENCH_TARGET_FLAGS="-duration 5s -size 256M".
+.PHONY: bench-target
+bench-target: deps
+	-$(MAKE) --no-print-directory build
+	$(GO) run ./test/cmd/bench-target $(BENCH_TARGET_FLAGS)
+
 clean:
 	rm -rf $(BIN)

@@ -139,3 +139,13 @@ func TestQemuLUNArgs(t *testing.T) {
 	assert.Equal(t, []string{"--image-opts",
 		"driver=iscsi,transport=tcp,portal=127.0.0.1:3260,target=iqn.x:y,lun=1,header-digest=crc32c,initiator-name=iqn.i"}, a)
 }
+
+func TestParseCapacity(t *testing.T) {
+	c, err := parseCapacity("RETURNED LOGICAL BLOCK ADDRESS:524287\nLOGICAL BLOCK LENGTH IN BYTES:512\n" +
+		"P_TYPE:0 PROT_EN:0\nP_I_EXPONENT:0 LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT:3\nTotal size:268435456\n")
+	require.NoError(t, err)
+	assert.Equal(t, Capacity{BlockSize: 512, Blocks: 524288}, c)
+	assert.Equal(t, int64(256<<20), c.Bytes())
+	_, err = parseCapacity("iscsi_connect failed\n")
+	assert.Error(t, err)
+}

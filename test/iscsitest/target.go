@@ -41,6 +41,12 @@ const (
 	TestCUInitiator2 = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2"
 )
 
+// The names the other libiscsi tools log in with by default.
+const (
+	PerfInitiator         = "iqn.2010-11.libiscsi:iscsi-perf"
+	ReadCapacityInitiator = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-readcapacity16"
+)
+
 // QemuInitiatorName is the name QEMU's iSCSI driver logs in with when none
 // is configured.
 const QemuInitiatorName = "iqn.2008-11.org.linux-kvm"

@@ -1,0 +1,182 @@
+// Command bench-target measures iSCSI targets with real clients: the same
+// page-cached file is exported in turn by Debian's tgt, by gotgt (embedded
+// in this process) and by mhcodi-targetd (when bin/mhcodi-targetd is
+// built), and each is driven by libiscsi's iscsi-perf and qemu-img bench
+// over loopback. It prints IOPS and MiB/s per target per workload, the
+// ratios of targetd to each peer, and each target's peak RSS.
+//
+// Run it with `make bench-target`. Every process it starts is stopped by
+// PID, on failure and on ^C too, and its temp dir is removed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/test/iscsitest"
+)
+
+// options are the command-line flags.
+type options struct {
+	duration time.Duration
+	size     int64
+	tmpDir   string
+	targets  []string
+	targetd  string
+	gotgtIn  string // "inproc" or "child"
+	jsonOut  string
+	verbose  bool
+}
+
+func main() {
+	// Re-executed as gotgt's host for -gotgt=child: serve and exit.
+	if iscsitest.IsGotgtHelper() {
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		if err := iscsitest.ServeGotgtHelper(context.Background(), log); err != nil {
+			log.Error("gotgt helper", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-target:", err)
+		os.Exit(2)
+	}
+	level := slog.LevelWarn
+	if o.verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(o, log); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-target:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (options, error) {
+	fs := flag.NewFlagSet("bench-target", flag.ContinueOnError)
+	var o options
+	var size, targets string
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each workload runs against each target")
+	fs.StringVar(&size, "size", "1GiB", "size of the exported file (K, M, G suffixes are binary)")
+	fs.StringVar(&o.tmpDir, "tmpdir", "", "where the temp dir with the file goes (default $TMPDIR)")
+	fs.StringVar(&targets, "targets", "tgt,gotgt,targetd", "targets to measure, in order")
+	fs.StringVar(&o.targetd, "targetd", "bin/mhcodi-targetd", "the mhcodi-targetd binary (its row is n/a when missing)")
+	fs.StringVar(&o.gotgtIn, "gotgt", "inproc", "where gotgt runs: inproc (embedded in this process; its RSS includes the harness) or child (this binary re-executed as its host; RSS of its own)")
+	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
+	fs.BoolVar(&o.verbose, "v", false, "log every step")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	sz, err := configs.ParseSize(size)
+	if err != nil {
+		return o, fmt.Errorf("-size: %w", err)
+	}
+	o.size = int64(sz)
+	if o.size < 64<<20 {
+		return o, fmt.Errorf("-size %s: at least 64MiB, so 1 MiB requests at QD32 have room", size)
+	}
+	if o.duration < time.Second {
+		return o, fmt.Errorf("-duration %v: at least 1s (iscsi-perf counts whole seconds)", o.duration)
+	}
+	if o.gotgtIn != "inproc" && o.gotgtIn != "child" {
+		return o, fmt.Errorf("-gotgt %q: inproc or child", o.gotgtIn)
+	}
+	for _, t := range strings.Split(targets, ",") {
+		t = strings.TrimSpace(t)
+		switch t {
+		case "tgt", "gotgt", "targetd":
+			o.targets = append(o.targets, t)
+		case "":
+		default:
+			return o, fmt.Errorf("-targets: unknown target %q (tgt, gotgt, targetd)", t)
+		}
+	}
+	if len(o.targets) == 0 {
+		return o, errors.New("-targets: none")
+	}
+	if o.targetd, err = filepath.Abs(o.targetd); err != nil {
+		return o, fmt.Errorf("-targetd: %w", err)
+	}
+	return o, nil
+}
+
+// run does the whole benchmark. Everything it starts is registered with a
+// Cleanup, which also runs on SIGINT/SIGTERM before the process dies.
+func run(o options, log *slog.Logger) (err error) {
+	cl := iscsitest.NewCleanup(log)
+	defer func() { err = errors.Join(err, cl.Close()) }()
+	ctx := context.Background()
+
+	dir, err := os.MkdirTemp(o.tmpDir, "bench-target-")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	cl.Add("remove "+dir, func() error { return os.RemoveAll(dir) })
+
+	start := time.Now()
+	file := filepath.Join(dir, "disk.img")
+	fmt.Fprintf(os.Stderr, "bench-target: filling %s (%s) once so every target reads from the page cache\n",
+		file, iscsitest.FormatBytes(o.size))
+	if err := makeFilledFile(file, o.size); err != nil {
+		return err
+	}
+
+	res := results{Size: o.size, Duration: o.duration, Rows: rowNames()}
+	for _, name := range o.targets {
+		fmt.Fprintf(os.Stderr, "bench-target: %s\n", name)
+		res.Targets = append(res.Targets, benchTarget(ctx, cl, o, log, name, dir, file))
+	}
+	res.Elapsed = time.Since(start)
+	printTable(os.Stdout, res)
+	if o.jsonOut != "" {
+		if err := writeJSON(o.jsonOut, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// benchTarget starts one target, runs every row against it, records its
+// peak RSS and stops it. Failures become the target's note, not an error:
+// the other targets still run.
+func benchTarget(ctx context.Context, cl *iscsitest.Cleanup, o options, log *slog.Logger, name, dir, file string) (tr targetResult) {
+	tr.Name = name
+	t, note, err := startTarget(ctx, o, log, name, dir, file)
+	switch {
+	case note != "":
+		tr.Note = note
+		tr.fill(rowNames(), note)
+		return tr
+	case err != nil:
+		tr.Note = "start failed: " + err.Error()
+		tr.fill(rowNames(), "start failed")
+		return tr
+	}
+	cl.AddTarget(t)
+	defer func() {
+		if err := t.Stop(); err != nil {
+			tr.Note = strings.TrimSpace(tr.Note + " stop: " + err.Error())
+		}
+	}()
+	tr.Runs = runRows(ctx, t, o.duration, log)
+	// Read before Stop: a stopped in-process target cannot say.
+	if rss, err := t.PeakRSS(); err == nil {
+		tr.PeakRSS = rss
+	} else {
+		tr.Note = strings.TrimSpace(tr.Note + " peak RSS: " + err.Error())
+	}
+	if name == "gotgt" && o.gotgtIn == "inproc" {
+		tr.RSSNote = "whole bench process"
+	}
+	return tr
+}
