@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Cleanup runs stop functions in reverse order of registration, once:
@@ -41,7 +42,15 @@ func NewCleanup(log *slog.Logger) *Cleanup {
 		log = slog.Default()
 	}
 	c := &Cleanup{log: log, sigs: make(chan os.Signal, 1), quit: make(chan struct{})}
-	signal.Notify(c.sigs, syscall.SIGINT, syscall.SIGTERM)
+	for _, sig := range []os.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		// A signal ignored when the process started (SIGINT in a shell's
+		// background job, under nohup) keeps being ignored: catching it
+		// would make the process die of something its parent had asked
+		// it to survive.
+		if !signal.Ignored(sig) {
+			signal.Notify(c.sigs, sig)
+		}
+	}
 	go c.watch()
 	return c
 }
@@ -99,10 +108,14 @@ func (c *Cleanup) watch() {
 	case sig := <-c.sigs:
 		c.log.Warn("signal: stopping what this run started", "signal", sig)
 		_ = c.Close()
-		// Die of the signal as if nobody had caught it.
+		// Die of the signal as if nobody had caught it; should the default
+		// action not end the process, exit with the shell's code for it.
 		signal.Reset(sig)
 		if s, ok := sig.(syscall.Signal); ok {
 			_ = syscall.Kill(os.Getpid(), s)
+			time.Sleep(time.Second)
+			os.Exit(128 + int(s))
 		}
+		os.Exit(1)
 	}
 }
