@@ -241,6 +241,14 @@ func (x *exec) compareAndWrite() Result {
 	if cdb[1]&0xe0 != 0 {
 		return withXfer(invalidCDBField(1, 7), xfer)
 	}
+	// The Data-Out is the compare data then the write data: any other
+	// size means the two halves cannot be told apart, so nothing is done.
+	// The NUMBER OF LOGICAL BLOCKS is blamed, which also catches an
+	// initiator that put 256 blocks into the one-byte field (libiscsi's
+	// CompareAndWrite tests do, expecting INVALID FIELD IN CDB).
+	if len(x.cmd.Data) != int(xfer) {
+		return withXfer(invalidCDBField(13, -1), xfer)
+	}
 	if n == 0 {
 		return withXfer(good(), xfer) // SBC-3: not an error, nothing done
 	}
@@ -252,11 +260,6 @@ func (x *exec) compareAndWrite() Result {
 	}
 	if x.lu.cfg.ReadOnly {
 		return withXfer(writeProtected(), xfer)
-	}
-	// The Data-Out is the compare data then the write data: any other
-	// size means the two halves cannot be told apart, so nothing is done.
-	if len(x.cmd.Data) != int(xfer) {
-		return withXfer(illegalRequest(ascInvalidFieldInIU), xfer)
 	}
 	half := int(xfer / 2)
 	verifyData, writeData := x.cmd.Data[:half], x.cmd.Data[half:]

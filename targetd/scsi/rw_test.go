@@ -233,8 +233,10 @@ func TestCompareAndWrite(t *testing.T) {
 	assert.Equal(t, before, f.dev.Bytes())
 
 	// Data-Out of the wrong size (libiscsi InvalidDataOutSize): nothing done.
-	requireSense(t, f.do(nexusA, cawCDB(100, 1), append(fill(512, 'B'), fill(1536, 'Z')...)), SenseIllegalRequest, ascInvalidFieldInIU)
-	requireSense(t, f.do(nexusA, cawCDB(100, 3), fill(2048, 'B')), SenseIllegalRequest, ascInvalidFieldInIU)
+	requireSense(t, f.do(nexusA, cawCDB(100, 1), append(fill(512, 'B'), fill(1536, 'Z')...)), SenseIllegalRequest, ascInvalidFieldInCDB)
+	requireSense(t, f.do(nexusA, cawCDB(100, 3), fill(2048, 'B')), SenseIllegalRequest, ascInvalidFieldInCDB)
+	// 256 blocks do not fit the one-byte field: 0 with 512 blocks of data.
+	requireSense(t, f.do(nexusA, cawCDB(100, 0), fill(2*256*512, 'B')), SenseIllegalRequest, ascInvalidFieldInCDB)
 	assert.Equal(t, before, f.dev.Bytes())
 
 	// Over MAXIMUM COMPARE AND WRITE LENGTH, beyond the end, zero blocks.
