@@ -50,19 +50,11 @@ func writeRanges(cdb, data []byte) [][2]uint64 {
 		}
 	case opWriteSame10:
 		if need(10) {
-			n := u64(cdb[7:9])
-			if n == 0 {
-				n = fuzzBlocks
-			}
-			return span(u64(cdb[2:6]), n)
+			return span(u64(cdb[2:6]), u64(cdb[7:9]))
 		}
 	case opWriteSame16:
 		if need(16) {
-			n := u64(cdb[10:14])
-			if n == 0 {
-				n = fuzzBlocks
-			}
-			return span(u64(cdb[2:10]), n)
+			return span(u64(cdb[2:10]), u64(cdb[10:14]))
 		}
 	case opUnmap:
 		if need(10) {

@@ -162,7 +162,7 @@ func appendSCSIName(b []byte, assoc byte, name string) []byte {
 // blockLimits builds the body of VPD page 0xB0 (SBC-3 6.5.3).
 func (lu *LU) blockLimits() []byte {
 	b := make([]byte, blockLimitsPageLen)
-	// b[0] WSNZ=0: WRITE SAME with 0 blocks writes to the last LBA.
+	b[0] = 0x01 // WSNZ: WRITE SAME needs a non-zero block count
 	b[1] = byte(lu.maxCAW())
 	be16put(b[2:], uint16(1)<<lu.lbppbe) // OPTIMAL TRANSFER LENGTH GRANULARITY
 	be32put(b[4:], lu.cfg.MaxTransferBlocks)

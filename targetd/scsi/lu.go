@@ -39,7 +39,9 @@ type LUConfig struct {
 	// and MaxUnmapDescriptors its block descriptors (default 1024).
 	MaxUnmapBlocks      uint32
 	MaxUnmapDescriptors uint32
-	// MaxWriteSameBlocks bounds WRITE SAME; 0 reports no limit.
+	// MaxWriteSameBlocks bounds WRITE SAME (MAXIMUM WRITE SAME LENGTH);
+	// default MaxTransferBlocks. A zero block count (to the end of the LU)
+	// is refused (WSNZ=1).
 	MaxWriteSameBlocks uint32
 	// WriteCacheEnabled is the initial WCE bit of the caching mode page
 	// (nil: true). With WCE set, writes complete before Dev.Sync and
@@ -133,6 +135,9 @@ func NewLU(cfg LUConfig) (*LU, error) {
 	}
 	if cfg.MaxTransferBlocks == 0 {
 		cfg.MaxTransferBlocks = defaultMaxXferBytes / cfg.LogicalBlockSize
+	}
+	if cfg.MaxWriteSameBlocks == 0 {
+		cfg.MaxWriteSameBlocks = cfg.MaxTransferBlocks
 	}
 	if cfg.MaxUnmapBlocks == 0 {
 		cfg.MaxUnmapBlocks = defaultMaxUnmap

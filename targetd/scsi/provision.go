@@ -41,16 +41,14 @@ func (x *exec) writeSame() Result {
 		return withXfer(invalidCDBField(1, 3), xfer)
 	}
 	nb := x.lu.numBlocks()
-	if lba >= nb {
-		return withXfer(lbaOutOfRange(), xfer)
-	}
 	n := uint64(blocks)
-	if n == 0 {
-		n = nb - lba // WSNZ=0: zero blocks means "to the last LBA"
-	} else if n > nb-lba {
+	if lba >= nb || n > nb-lba {
 		return withXfer(lbaOutOfRange(), xfer)
 	}
-	if m := x.lu.cfg.MaxWriteSameBlocks; m != 0 && n > uint64(m) {
+	// WSNZ=1: a zero block count ("to the last LBA") is refused, so that
+	// one command never rewrites a whole volume, and so are counts above
+	// MAXIMUM WRITE SAME LENGTH.
+	if n == 0 || n > uint64(x.lu.cfg.MaxWriteSameBlocks) {
 		return withXfer(invalidCDBField(lenByte, -1), xfer)
 	}
 	if x.lu.cfg.ReadOnly {

@@ -29,9 +29,11 @@ func TestWriteSameWritesPattern(t *testing.T) {
 	}
 	assert.Equal(t, want, f.dev.Bytes())
 
-	// Zero blocks: to the end of the LU (WSNZ=0).
-	f.good(nexusA, ws16(0, testBlocks-10, 0), fill(512, 0x77))
-	assert.Equal(t, fill(10*512, 0x77), f.dev.Bytes()[(testBlocks-10)*512:])
+	// Zero blocks (WSNZ=1): refused, nothing written.
+	want = f.dev.Bytes()
+	requireSense(t, f.do(nexusA, ws16(0, testBlocks-10, 0), fill(512, 0x77)), SenseIllegalRequest, ascInvalidFieldInCDB)
+	requireSense(t, f.do(nexusA, ws10(0x08, 0, 0), make([]byte, 512)), SenseIllegalRequest, ascInvalidFieldInCDB)
+	assert.Equal(t, want, f.dev.Bytes())
 
 	requireSense(t, f.do(nexusA, ws10(0, testBlocks-1, 2), pat), SenseIllegalRequest, ascLBAOutOfRange)
 	requireSense(t, f.do(nexusA, ws10(0, testBlocks+1, 0), pat), SenseIllegalRequest, ascLBAOutOfRange)

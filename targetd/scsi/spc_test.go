@@ -54,7 +54,8 @@ func TestInquiryVPD(t *testing.T) {
 
 	bl := page(vpdBlockLimits)
 	assert.Equal(t, byte(0x3c), bl[3])
-	assert.Equal(t, byte(0), bl[4]&1, "WSNZ")
+	assert.Equal(t, byte(1), bl[4]&1, "WSNZ")
+	assert.EqualValues(t, 16384, be64(bl[36:]), "MAXIMUM WRITE SAME LENGTH")
 	assert.Equal(t, byte(255), bl[5], "MAXIMUM COMPARE AND WRITE LENGTH")
 	assert.EqualValues(t, 8, be16(bl[6:]), "granularity: 8 logical blocks per physical")
 	assert.EqualValues(t, 16384, be32(bl[8:]), "MAXIMUM TRANSFER LENGTH")
