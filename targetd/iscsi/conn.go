@@ -33,7 +33,7 @@ type conn struct {
 	w      *pdu.Writer
 	statSN uint32 // next StatSN; guarded by sendMu
 
-	sess     *session                 // set once by serve, read only by its goroutines
+	sess     *session                // set once by serve, read only by its goroutines
 	sessLive atomic.Pointer[session] // the same, for other goroutines (Shutdown)
 
 	lastRecv  atomic.Int64 // unix nanos of the last PDU received

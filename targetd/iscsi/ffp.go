@@ -94,9 +94,6 @@ func (c *conn) dispatch(h *pdu.Header) error {
 			return err
 		}
 		for hd := s.nextHeld(); hd != nil; hd = s.nextHeld() {
-			s.mu.Lock()
-			s.expCmdSN++
-			s.mu.Unlock()
 			if err := c.deliver(&hd.h, hd.data); err != nil {
 				return err
 			}
@@ -176,6 +173,19 @@ func (c *conn) readInto(dst, have []byte) error {
 // scsiCommand starts a SCSI Command.
 func (c *conn) scsiCommand(h *pdu.Header, have []byte) error {
 	s := c.sess
+	imm := h.Immediate()
+	if imm {
+		s.mu.Lock()
+		s.immediate++
+		s.mu.Unlock()
+	}
+	// Until the task exists, every way out gives its slot back.
+	owned := false
+	defer func() {
+		if !owned {
+			s.release(imm)
+		}
+	}()
 	skip := func() error {
 		if have == nil {
 			return c.r.SkipData()
@@ -231,7 +241,7 @@ func (c *conn) scsiCommand(h *pdu.Header, have []byte) error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &task{
-		s: s, itt: itt, lun: lun, edtl: edtl, ctx: ctx, cancel: cancel,
+		s: s, itt: itt, lun: lun, edtl: edtl, ctx: ctx, cancel: cancel, immediate: imm,
 		done: make(chan struct{}), start: time.Now(),
 		cmd: scsi.Command{
 			Nexus: s.nexus, LUN: lun, Tag: itt, Attr: scsi.TaskAttr(h[1] & 7),
@@ -263,8 +273,8 @@ func (c *conn) scsiCommand(h *pdu.Header, have []byte) error {
 	}
 	s.mu.Lock()
 	s.tasks[itt] = t
-	s.inflight++
 	s.mu.Unlock()
+	owned = true
 	if t.cmd.Write && t.got < edtl {
 		if t.unsolicited && t.got >= t.unsolLimit {
 			t.unsolicited = false
@@ -467,9 +477,8 @@ func (c *conn) finish(t *task, _ error) {
 	if s.tasks[t.itt] == t {
 		delete(s.tasks, t.itt)
 	}
-	s.inflight--
-	s.idle.Broadcast()
 	s.mu.Unlock()
+	s.release(t.immediate)
 	if t.cmd.Data != nil {
 		c.srv.bufs.put(t.cmd.Data)
 		t.cmd.Data = nil

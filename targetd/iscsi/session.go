@@ -27,14 +27,20 @@ type session struct {
 
 	mu       sync.Mutex
 	expCmdSN uint32
-	inflight uint32           // commands received and not yet answered
-	tasks    map[uint32]*task // by ITT
-	pending  map[uint32]*held // non-immediate commands that arrived ahead of ExpCmdSN
-	nextTTT  uint32
-	running  sync.WaitGroup // command goroutines
-	idle     *sync.Cond     // signalled when inflight drops
-	ended    bool
-	endOnce  sync.Once
+	// inflight counts non-immediate SCSI commands received and not yet
+	// answered. It rises only together with ExpCmdSN (see admit), so the
+	// MaxCmdSN the session advertises never goes backwards: an initiator
+	// that used a window it was given is never ignored.
+	inflight uint32
+	// immediate counts immediate SCSI commands in flight (outside the window).
+	immediate uint32
+	tasks     map[uint32]*task // by ITT
+	pending   map[uint32]*held // non-immediate commands that arrived ahead of ExpCmdSN
+	nextTTT   uint32
+	running   sync.WaitGroup // command goroutines
+	idle      *sync.Cond     // signalled when inflight drops
+	ended     bool
+	endOnce   sync.Once
 
 	// Text exchange state; only the reader goroutine touches it.
 	textIn      []byte
@@ -123,7 +129,7 @@ func (s *session) checkCmdSN(h *pdu.Header) cmdSNVerdict {
 		if free == 0 {
 			return ignore
 		}
-		s.expCmdSN++
+		s.admitLocked(h.Opcode())
 		return deliver
 	case snLess(sn, s.expCmdSN), snLess(max, sn):
 		return ignore
@@ -131,7 +137,16 @@ func (s *session) checkCmdSN(h *pdu.Header) cmdSNVerdict {
 	return hold
 }
 
-// nextHeld returns a held command whose turn has come.
+// admitLocked takes a non-immediate request in: ExpCmdSN moves on and a
+// SCSI command takes its window slot in the same step.
+func (s *session) admitLocked(op pdu.Opcode) {
+	s.expCmdSN++
+	if op == pdu.OpSCSICmd {
+		s.inflight++
+	}
+}
+
+// nextHeld returns (and admits) a held command whose turn has come.
 func (s *session) nextHeld() *held {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -140,7 +155,21 @@ func (s *session) nextHeld() *held {
 		return nil
 	}
 	delete(s.pending, s.expCmdSN)
+	s.admitLocked(hd.h.Opcode())
 	return hd
+}
+
+// release gives back what a SCSI command held: its window slot, or its
+// place among the immediate commands.
+func (s *session) release(immediate bool) {
+	s.mu.Lock()
+	if immediate {
+		s.immediate--
+	} else {
+		s.inflight--
+	}
+	s.idle.Broadcast()
+	s.mu.Unlock()
 }
 
 func (s *session) addHeld(h *pdu.Header, data []byte) {
@@ -172,7 +201,7 @@ func (s *session) waitIdle(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
 		s.mu.Lock()
-		for s.inflight > 0 && !s.ended {
+		for s.inflight+s.immediate > 0 && !s.ended {
 			s.idle.Wait()
 		}
 		s.mu.Unlock()

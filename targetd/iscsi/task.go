@@ -15,6 +15,8 @@ type task struct {
 	lun  uint64
 	cmd  scsi.Command
 	edtl uint32
+	// immediate: the command came with the I bit, outside the CmdSN window.
+	immediate bool
 
 	// Write data collection. data has edtl bytes; got counts bytes in.
 	got         uint32
