@@ -143,6 +143,32 @@ func TestPeersTgt(t *testing.T) {
 		require.Error(t, err, "a 0xa5 read of 0x5a data must fail: %s", out)
 	})
 
+	// The ACL and CHAP options, which targetd's tests will mirror: only
+	// iscsi-test-cu's two names, and only with the CHAP account.
+	t.Run("acl and chap", func(t *testing.T) {
+		acct := iscsitest.CHAPAccount{User: "peers", Password: "secret-12345"}
+		locked, err := iscsitest.StartTgt(ctx, file, iscsitest.TgtOptions{Logger: log,
+			Initiators: []string{iscsitest.TestCUInitiator, iscsitest.TestCUInitiator2},
+			CHAP:       []iscsitest.CHAPAccount{acct}})
+		require.NoError(t, err)
+		c.AddTarget(locked)
+		withCHAP, err := iscsitest.WithCHAP(locked.URL(), acct.User, acct.Password)
+		require.NoError(t, err)
+		tests := []string{"SCSI.ReadCapacity10.Simple"}
+		o := iscsitest.TestCUOptions{Logger: log, Timeout: 30 * time.Second}
+
+		rep, err := iscsitest.RunTestCU(ctx, withCHAP, tests, o)
+		require.NoError(t, err)
+		assert.True(t, rep.OK(), rep.Summary())
+
+		_, err = iscsitest.RunTestCU(ctx, locked.URL(), tests, o)
+		assert.Error(t, err, "no CHAP: the login must fail, so the run is unusable")
+
+		o.Initiator = "iqn.2026-11.org.mhcodi:peers.intruder"
+		_, err = iscsitest.RunTestCU(ctx, withCHAP, tests, o)
+		assert.Error(t, err, "a name outside the ACL must not log in")
+	})
+
 	rss, err := tgt.PeakRSS()
 	require.NoError(t, err)
 	assert.Greater(t, rss, int64(1<<20), "tgtd's VmHWM")

@@ -147,36 +147,64 @@ func run(o options, log *slog.Logger) (err error) {
 }
 
 // benchTarget starts one target, runs every row against it, records its
-// peak RSS and stops it. Failures become the target's note, not an error:
-// the other targets still run.
+// peak RSS and stops it. A row that stalls leaves commands the target never
+// answered, so the target is restarted before the next row: each row
+// measures a target in its normal state. Failures become notes, not
+// errors: the other targets still run.
 func benchTarget(ctx context.Context, cl *iscsitest.Cleanup, o options, log *slog.Logger, name, dir, file string) (tr targetResult) {
 	tr.Name = name
-	t, note, err := startTarget(ctx, o, log, name, dir, file)
-	switch {
-	case note != "":
-		tr.Note = note
-		tr.fill(rowNames(), note)
-		return tr
-	case err != nil:
-		tr.Note = "start failed: " + err.Error()
-		tr.fill(rowNames(), "start failed")
-		return tr
-	}
-	cl.AddTarget(t)
-	defer func() {
-		if err := t.Stop(); err != nil {
-			tr.Note = strings.TrimSpace(tr.Note + " stop: " + err.Error())
-		}
-	}()
-	tr.Runs = runRows(ctx, t, o.duration, log)
-	// Read before Stop: a stopped in-process target cannot say.
-	if rss, err := t.PeakRSS(); err == nil {
-		tr.PeakRSS = rss
-	} else {
-		tr.Note = strings.TrimSpace(tr.Note + " peak RSS: " + err.Error())
-	}
 	if name == "gotgt" && o.gotgtIn == "inproc" {
 		tr.RSSNote = "whole bench process"
+	}
+	var t iscsitest.Target
+	note := func(format string, args ...any) {
+		tr.Note = strings.TrimSpace(tr.Note + "; " + fmt.Sprintf(format, args...))
+		tr.Note = strings.TrimPrefix(tr.Note, "; ")
+	}
+	// stop records the instance's peak RSS (read first: a stopped
+	// in-process target cannot say) and stops it.
+	stop := func() {
+		if rss, err := t.PeakRSS(); err == nil {
+			tr.PeakRSS = max(tr.PeakRSS, rss)
+		} else {
+			note("peak RSS: %v", err)
+		}
+		if err := t.Stop(); err != nil {
+			note("stop: %v", err)
+		}
+		t = nil
+	}
+	defer func() {
+		if t != nil {
+			stop()
+		}
+	}()
+	for i, w := range workloads() {
+		if t == nil {
+			nt, why, err := startTarget(ctx, o, log, name, dir, file)
+			switch {
+			case why != "":
+				tr.Note = why
+				tr.fill(rowNames(), why)
+				return tr
+			case err != nil:
+				note("start failed before %q: %v", w.name, err)
+				for range workloads()[i:] {
+					tr.Runs = append(tr.Runs, cell{Status: "start failed"})
+				}
+				return tr
+			}
+			t = nt
+			cl.AddTarget(t)
+		}
+		c := runWorkload(ctx, t, w, o.duration, log)
+		// Progress on stderr; stdout holds only the table.
+		fmt.Fprintf(os.Stderr, "  %-40s %-8s %s\n", w.name, name, c.String())
+		tr.Runs = append(tr.Runs, c)
+		if c.Status == "stalled" && i < len(workloads())-1 {
+			tr.Restarts++
+			stop()
+		}
 	}
 	return tr
 }

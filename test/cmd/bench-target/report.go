@@ -38,7 +38,9 @@ type targetResult struct {
 	Runs    []cell `json:"runs"`
 	PeakRSS int64  `json:"peak_rss_bytes,omitempty"`
 	RSSNote string `json:"peak_rss_note,omitempty"`
-	Note    string `json:"note,omitempty"`
+	// Restarts counts restarts after a stalled row.
+	Restarts int    `json:"restarts_after_stall,omitempty"`
+	Note     string `json:"note,omitempty"`
 }
 
 // fill sets every row to status (a target that could not run).
@@ -120,6 +122,9 @@ func printTable(w io.Writer, r results) {
 	for _, t := range r.Targets {
 		if t.Note != "" {
 			notes = append(notes, fmt.Sprintf("%s: %s", t.Name, t.Note))
+		}
+		if t.Restarts > 0 {
+			notes = append(notes, fmt.Sprintf("%s: restarted %d times, after each stalled row", t.Name, t.Restarts))
 		}
 		for i, c := range t.Runs {
 			if c.Err != "" {
