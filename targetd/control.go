@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"sort"
@@ -23,6 +24,7 @@ import (
 //	GET  /v1/sessions                       logged-in sessions
 //	GET  /v1/exports                        exports with owner and epoch
 //	POST /v1/fence {guest, disk, owner, epoch}
+//	GET  /debug/pprof/...                   Go profiles
 
 // ExportInfo describes one export for the control API.
 type ExportInfo struct {
@@ -93,6 +95,11 @@ func (d *Daemon) ControlHandler() http.Handler {
 			writeJSON(w, http.StatusOK, res)
 		}
 	})
+	// Profiles for the operator chasing a slow disk; the socket is
+	// root-only, like everything else here.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

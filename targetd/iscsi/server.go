@@ -227,6 +227,10 @@ type SessionInfo struct {
 	CHAP      bool      `json:"chap"`
 	Digests   string    `json:"digests"`
 	Tasks     int       `json:"tasks"`
+	// The CmdSN window: commands in flight and what the session took in.
+	InFlight uint32 `json:"in_flight"`
+	ExpCmdSN uint32 `json:"exp_cmd_sn"`
+	MaxCmdSN uint32 `json:"max_cmd_sn"`
 }
 
 // Sessions lists the sessions in full feature phase.

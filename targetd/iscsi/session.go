@@ -117,11 +117,10 @@ func (s *session) checkCmdSN(h *pdu.Header) cmdSNVerdict {
 	}
 	max := s.expCmdSN + free - 1
 	if h.Immediate() {
-		// Immediate commands do not advance ExpCmdSN; their CmdSN must
-		// be the next one expected, within the window.
-		if snLess(sn, s.expCmdSN) || snLess(max, sn) && sn != s.expCmdSN {
-			return ignore
-		}
+		// Immediate commands do not advance ExpCmdSN, and the rule to
+		// ignore requests outside the window is for non-immediate ones
+		// only (RFC 7143 §4.2.2.1): an initiator may queue an immediate
+		// NOP-Out behind commands that were numbered after it.
 		return deliver
 	}
 	switch {
@@ -248,7 +247,9 @@ func (s *session) end() {
 func (s *session) info() SessionInfo {
 	s.mu.Lock()
 	n := len(s.tasks)
+	inflight := s.inflight + s.immediate
 	s.mu.Unlock()
+	exp, max := s.window()
 	d := "none"
 	switch {
 	case s.params.HeaderDigest && s.params.DataDigest:
@@ -262,5 +263,6 @@ func (s *session) info() SessionInfo {
 		TSIH: s.tsih, Initiator: s.initiator, ISID: s.nexus.ISID, Target: s.targetName,
 		Remote: s.c.nc.RemoteAddr().String(), Since: s.since, Discovery: s.discovery,
 		CHAP: s.chap, Digests: d, Tasks: n,
+		InFlight: inflight, ExpCmdSN: exp, MaxCmdSN: max,
 	}
 }
