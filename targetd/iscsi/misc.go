@@ -190,6 +190,9 @@ func (c *conn) logout(h *pdu.Header) error {
 	resp := byte(logoutOK)
 	switch reason {
 	case logoutSession, logoutConnection:
+		// Writes still waiting for Data-Out will never get it now: drop
+		// them. Commands in the SCSI layer finish and answer first.
+		c.abortTasks(s.tasksOn(func(t *task) bool { return t.receiving() }), true)
 		ctx, cancel := contextWithTimeout(30 * time.Second)
 		s.waitIdle(ctx)
 		cancel()
