@@ -41,11 +41,12 @@ type Options struct {
 
 // Daemon is mhcodi-targetd: the node's legs exported over iSCSI.
 type Daemon struct {
-	opts  Options
-	log   *slog.Logger
-	srv   *iscsi.Server
-	fence *fenceStore
-	wlog  *writeLog
+	opts    Options
+	log     *slog.Logger
+	srv     *iscsi.Server
+	fence   *fenceStore
+	wlog    *writeLog
+	metrics *metrics
 
 	mu      sync.RWMutex
 	cfg     *configs.Config
@@ -94,6 +95,7 @@ func New(opts Options) (*Daemon, error) {
 		log:     opts.Logger.With("node", opts.Node),
 		exports: map[string]*export{},
 	}
+	d.metrics = newMetrics(d)
 	var err error
 	if d.fence, err = openFenceStore(filepath.Join(opts.StateDir, "targetd-"+opts.Node+"-fence.json")); err != nil {
 		return nil, err
@@ -381,8 +383,9 @@ func (d *Daemon) discover(initiator string) []login.TargetInfo {
 	return out
 }
 
-// observe records writes for the write log.
+// observe counts every command and records writes in the write log.
 func (d *Daemon) observe(ev iscsi.Event) {
+	d.metrics.observe(ev)
 	if !ev.Write || ev.Aborted || ev.Bytes == 0 || ev.Status != scsi.StatusGood {
 		return
 	}

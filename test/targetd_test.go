@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,9 +32,9 @@ const (
 
 // runningTargetd is an mhcodi-targetd process a test started.
 type runningTargetd struct {
-	dir, config, portal, control string
-	cmd                          *exec.Cmd
-	log                          *os.File
+	dir, config, portal, control, metrics string
+	cmd                                   *exec.Cmd
+	log                                   *os.File
 }
 
 // startTargetd copies the loopback example into a temp dir (with edit
@@ -54,11 +57,13 @@ func startTargetd(t *testing.T, edit func(dir, text string) string, extra ...str
 
 	portal, err := iscsitest.FreePortal("127.0.0.11")
 	require.NoError(t, err)
-	r := &runningTargetd{dir: dir, config: cfg, portal: portal, control: filepath.Join(dir, "control.sock")}
+	metrics, err := iscsitest.FreePortal("127.0.0.11")
+	require.NoError(t, err)
+	r := &runningTargetd{dir: dir, config: cfg, portal: portal, control: filepath.Join(dir, "control.sock"), metrics: metrics}
 	r.log, err = os.Create(filepath.Join(dir, "targetd.log"))
 	require.NoError(t, err)
 	args := append([]string{"--config", cfg, "--node", "node-a", "--state-dir", filepath.Join(dir, "state"),
-		"--control-socket", r.control, "--listen", portal}, extra...)
+		"--control-socket", r.control, "--listen", portal, "--metrics", metrics}, extra...)
 	r.cmd = exec.Command(binary(t, "mhcodi-targetd"), args...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	require.NoError(t, r.cmd.Start())
@@ -258,4 +263,14 @@ func TestTargetdQemuClient(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, byte(0xc3), b[1<<20])
 	assert.Equal(t, byte(0xc3), b[7])
+
+	// The writes show in the Prometheus metrics.
+	resp, err := http.Get("http://" + r.metrics + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Regexp(t, `mhcodi_targetd_bytes_total\{direction="write",target="`+regexp.QuoteMeta(demoTarget)+`"\} [1-9]`, string(body))
+	assert.Contains(t, string(body), `mhcodi_targetd_command_duration_seconds_bucket{kind="read"`)
+	assert.Contains(t, string(body), `mhcodi_targetd_sessions{target="`+demoTarget+`"}`)
 }

@@ -8,12 +8,15 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/targetd"
@@ -36,6 +39,7 @@ func run(args []string) int {
 	control := fs.String("control-socket", "", "control API socket (default /run/mhcodi/targetd-<node>.sock)")
 	listen := fs.String("listen", "", "override the node's SAN address (ip:port)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ip:port (default: the node's management address, port 9595; \"off\" disables)")
 	var extra stringList
 	fs.Var(&extra, "allow-initiator", "also admit this initiator IQN, without CHAP (repeatable; for conformance tools)")
 	if err := fs.Parse(args); err != nil {
@@ -82,6 +86,26 @@ func run(args []string) int {
 	}
 	ctl := &http.Server{Handler: d.ControlHandler(), ReadHeaderTimeout: 10 * time.Second}
 	go ctl.Serve(cln)
+	if *metricsAddr == "" {
+		n, _ := cfg.Node(*node)
+		*metricsAddr = net.JoinHostPort(n.MgmtAddress.IP.String(), "9595")
+	}
+	if *metricsAddr != "off" {
+		mln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "mhcodi-targetd: metrics: %v (use --metrics off to go without)\n", err)
+			ln.Close()
+			cln.Close()
+			d.Shutdown(context.Background())
+			return 1
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(d.Registry(), promhttp.HandlerOpts{}))
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go msrv.Serve(mln)
+		defer msrv.Close()
+		log.Info("metrics", "listen", mln.Addr().String())
+	}
 	notify := newNotifier(log)
 
 	sigs := make(chan os.Signal, 4)
@@ -90,6 +114,13 @@ func run(args []string) int {
 	go func() { served <- d.Serve(ln) }()
 	log.Info("mhcodi-targetd ready", "listen", ln.Addr().String(), "control", *control, "exports", len(d.Exports()))
 	notify.ready()
+	go notify.watchdog(func() bool {
+		// The control socket answering proves the daemon is not wedged.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := targetd.NewControlClient(*control).Exports(ctx)
+		return err == nil
+	})
 	for {
 		select {
 		case err := <-served:
