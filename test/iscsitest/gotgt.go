@@ -22,22 +22,18 @@ import (
 
 // gotgt keeps its LU map, its SCSI target service (a sync.Once singleton)
 // and its logger (logrus's standard logger) in package globals, and its
-// driver listens on ":port" with os.Exit(1) if that fails. So this package
-// holds the only mutable package state it has here:
-//
-//   - gotgtSlot admits one running gotgt per process at a time (StartGotgt
-//     fails fast on a second rather than mixing LU maps);
-//   - gotgtRuns numbers the starts, so a later start in the same process
-//     uses a target name and device ID the globals have not seen (gotgt
-//     cannot delete a target from its service).
-var (
-	gotgtSlot = make(chan struct{}, 1)
-	gotgtRuns atomic.Uint64
-)
+// driver listens on ":port" with os.Exit(1) if that fails. Worse, every
+// driver numbers its first target TID 0 in the shared service, so a second
+// gotgt in the same process answers logins with the first one's (deleted)
+// LU: TEST UNIT READY fails NOT READY, "becoming ready" (measured). Hence
+// the one piece of mutable package state here: gotgtStarted lets StartGotgt
+// run once per process. To restart gotgt, run it in a child process
+// (StartGotgtProcess).
+var gotgtStarted atomic.Bool
 
 // GotgtOptions configures StartGotgt.
 type GotgtOptions struct {
-	// IQN is the target name; DefaultIQN plus a run number if empty.
+	// IQN is the target name; DefaultIQN + "-gotgt" if empty.
 	IQN string
 	// LogLevel is gotgt's (logrus's) level, copied into Logger: "warn" if
 	// empty; "info" logs every connection, "debug" every PDU.
@@ -61,34 +57,26 @@ type Gotgt struct {
 }
 
 // StartGotgt starts gotgt v0.2.2 in this process, exporting file as LUN 0
-// of one target, the way gotgt's cmd/daemon.go does. At most one runs per
-// process at a time (see gotgtSlot); Stop it before starting another.
+// of one target, the way gotgt's cmd/daemon.go does. It can be called once
+// per process (see gotgtStarted); a second call fails.
 //
 // gotgt listens on every interface (its driver takes only a port), but its
 // one portal is 127.0.0.1:port and a login is matched to a portal by the
 // connection's local address, so a login arriving on any other address
 // finds no target. Its PID is 0 and its peak RSS is this process's.
 func StartGotgt(ctx context.Context, file string, o GotgtOptions) (*Gotgt, error) {
-	select {
-	case gotgtSlot <- struct{}{}:
-	default:
-		return nil, errors.New("gotgt: one is already running in this process; gotgt keeps global state, so stop it first")
+	if !gotgtStarted.CompareAndSwap(false, true) {
+		return nil, errors.New("gotgt: already started once in this process, and its global state makes a second instance serve the first one's target; use StartGotgtProcess to run another")
 	}
-	g, err := startGotgt(ctx, file, o)
-	if err != nil {
-		<-gotgtSlot
-		return nil, err
-	}
-	return g, nil
+	return startGotgt(ctx, file, o)
 }
 
 func startGotgt(ctx context.Context, file string, o GotgtOptions) (*Gotgt, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	run := gotgtRuns.Add(1)
 	if o.IQN == "" {
-		o.IQN = DefaultIQN + "-gotgt" + strconv.FormatUint(run, 10)
+		o.IQN = DefaultIQN + "-gotgt"
 	}
 	if err := routeLogrus(o.Logger, o.LogLevel); err != nil {
 		return nil, err
@@ -106,9 +94,8 @@ func startGotgt(ctx context.Context, file string, o GotgtOptions) (*Gotgt, error
 	}
 	portal := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 
-	// deviceID becomes the disk's NAA WWN and serial; it must be unique in
-	// gotgt's global LU map and below 2^60.
-	deviceID := 1000 + run
+	// deviceID becomes the disk's NAA WWN and serial; it must be below 2^60.
+	const deviceID = 1000
 	cfg := &config.Config{
 		Storages: []config.BackendStorage{{
 			DeviceID: deviceID, Path: "file:" + abs, Online: true, BlockShift: 9,
@@ -225,16 +212,10 @@ func (g *Gotgt) PID() int { return 0 }
 // harness and whatever else the process did before.
 func (g *Gotgt) PeakRSS() (int64, error) { return SelfPeakRSS() }
 
-// Stop closes gotgt's listener, unmaps and closes the file and frees the
-// slot. gotgt has no way to close sessions that are still logged in: they
-// end when their initiators disconnect.
-func (g *Gotgt) Stop() error {
-	return g.stopOnce.do(func() error {
-		err := g.stop()
-		<-gotgtSlot
-		return err
-	})
-}
+// Stop closes gotgt's listener and unmaps and closes the file. gotgt has
+// no way to close sessions that are still logged in: they end when their
+// initiators disconnect.
+func (g *Gotgt) Stop() error { return g.stopOnce.do(g.stop) }
 
 func (g *Gotgt) stop() error {
 	var errs []error
