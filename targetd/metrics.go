@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mhcodi/mhcodi/targetd/iscsi"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
@@ -47,7 +48,7 @@ func newMetrics(d *Daemon) *metrics {
 		byExpo: map[string]*exportMetrics{},
 	}
 	m.reg.MustRegister(m.commands, m.bytes, m.latency,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{d: d})
 	return m
 }
