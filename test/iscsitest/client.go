@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -16,6 +18,12 @@ type clientSpec struct {
 	env     []string
 	dir     string
 	timeout time.Duration // the run is killed and reported stalled after this
+	// idle, if set, also reports a stall when the client has read nothing
+	// (no byte through any read(2): socket replies included) for this
+	// long. That tells a stalled target from a slow one, which a plain
+	// deadline cannot for a tool that prints nothing until it is done
+	// (qemu-img bench).
+	idle time.Duration
 }
 
 // clientResult is what a client run left.
@@ -24,6 +32,7 @@ type clientResult struct {
 	exitCode int    // -1 if killed
 	stalled  bool   // killed at the deadline
 	elapsed  time.Duration
+	idleFor  time.Duration // how long it had read nothing when declared stalled by idle
 }
 
 // runClient runs a client to completion or to its deadline. A client past
@@ -39,12 +48,36 @@ func runClient(ctx context.Context, s clientSpec) (clientResult, error) {
 	}
 	timer := time.NewTimer(s.timeout)
 	defer timer.Stop()
+	var tick <-chan time.Time
+	if s.idle > 0 {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
 	var res clientResult
-	select {
-	case <-p.Done():
-	case <-timer.C:
-		res.stalled = true
-	case <-ctx.Done():
+	lastRead, lastChange := int64(-1), time.Now()
+wait:
+	for {
+		select {
+		case <-p.Done():
+			break wait
+		case <-timer.C:
+			res.stalled = true
+			break wait
+		case <-ctx.Done():
+			break wait
+		case now := <-tick:
+			n, err := readChars(p.PID())
+			if err != nil {
+				continue // exiting: Done comes next
+			}
+			if n != lastRead {
+				lastRead, lastChange = n, now
+			} else if now.Sub(lastChange) >= s.idle {
+				res.stalled, res.idleFor = true, now.Sub(lastChange)
+				break wait
+			}
+		}
 	}
 	// A client has nothing to flush: give it a moment to exit on SIGTERM
 	// and then kill it.
@@ -59,6 +92,21 @@ func runClient(ctx context.Context, s clientSpec) (clientResult, error) {
 		return res, fmt.Errorf("%s: %w", s.name, ctx.Err())
 	}
 	return res, nil
+}
+
+// readChars is rchar from /proc/<pid>/io: the bytes the process has read
+// through read(2) and friends, sockets included.
+func readChars(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "rchar: "); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/io: no rchar", pid)
 }
 
 // exitCode maps a Wait error to the exit status, -1 for death by signal.

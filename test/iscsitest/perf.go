@@ -26,6 +26,10 @@ type PerfOptions struct {
 	// Grace is how long past Duration iscsi-perf may take to log in and
 	// drain before it is declared stalled and killed (10s if zero).
 	Grace time.Duration
+	// Idle declares a stall as soon as iscsi-perf has read nothing from
+	// the target for this long (5s if zero, negative to rely on the
+	// deadline alone): a stalled run ends early, a slow one is left alone.
+	Idle time.Duration
 	// Initiator overrides -i (iscsi-perf's default is
 	// iqn.2010-11.libiscsi:iscsi-perf).
 	Initiator string
@@ -37,7 +41,9 @@ type PerfOptions struct {
 type PerfResult struct {
 	IOPS       float64 // the run's average as iscsi-perf printed it
 	BytesPerIO int64   // from its "FIXED transfer size" line
-	Stalled    bool    // still running at Duration+Grace and killed
+	Stalled    bool    // killed: read nothing for Idle, or past Duration+Grace
+	// IdleFor is how long it had read nothing when killed for it.
+	IdleFor time.Duration
 	// PartialIOPS is the last average printed before a stall (0 if none).
 	PartialIOPS float64
 	Elapsed     time.Duration
@@ -72,6 +78,9 @@ func RunPerf(ctx context.Context, url string, o PerfOptions) (PerfResult, error)
 	if o.Grace == 0 {
 		o.Grace = 10 * time.Second
 	}
+	if o.Idle == 0 {
+		o.Idle = 5 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -85,15 +94,16 @@ func RunPerf(ctx context.Context, url string, o PerfOptions) (PerfResult, error)
 	argv = append(argv, url)
 
 	o.Logger.Info("iscsi-perf", "url", url, "blocks", o.BlocksPerIO, "qd", o.QueueDepth, "random", o.Random, "seconds", secs)
-	res, err := runClient(ctx, clientSpec{name: "iscsi-perf", argv: argv, timeout: time.Duration(secs)*time.Second + o.Grace})
+	res, err := runClient(ctx, clientSpec{name: "iscsi-perf", argv: argv,
+		timeout: time.Duration(secs)*time.Second + o.Grace, idle: max(o.Idle, 0)})
 	if err != nil {
 		return PerfResult{Output: res.output}, err
 	}
 	pr, perr := parsePerf(res.output)
 	pr.Elapsed, pr.Output = res.elapsed, res.output
 	if res.stalled {
-		pr.Stalled, pr.PartialIOPS, pr.IOPS = true, pr.IOPS, 0
-		o.Logger.Warn("iscsi-perf stalled: killed it", "url", url, "after", res.elapsed, "partial_iops", pr.PartialIOPS)
+		pr.Stalled, pr.PartialIOPS, pr.IOPS, pr.IdleFor = true, pr.IOPS, 0, res.idleFor
+		o.Logger.Warn("iscsi-perf stalled: killed it", "url", url, "after", res.elapsed, "idle", res.idleFor, "partial_iops", pr.PartialIOPS)
 		return pr, nil
 	}
 	if res.exitCode != 0 {

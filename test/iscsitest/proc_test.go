@@ -30,6 +30,28 @@ func TestRunClientStall(t *testing.T) {
 	assert.Less(t, time.Since(start), 5*time.Second)
 }
 
+// A client that reads nothing is stalled after idle, well before its
+// deadline; one that keeps reading runs to the deadline.
+func TestRunClientIdle(t *testing.T) {
+	sleep, err := Tool("sleep")
+	require.NoError(t, err)
+	start := time.Now()
+	res, err := runClient(context.Background(), clientSpec{name: "sleep", argv: []string{sleep, "30"},
+		timeout: time.Minute, idle: 300 * time.Millisecond})
+	require.NoError(t, err)
+	assert.True(t, res.stalled)
+	assert.GreaterOrEqual(t, res.idleFor, 300*time.Millisecond)
+	assert.Less(t, time.Since(start), 5*time.Second)
+
+	sh, err := Tool("sh")
+	require.NoError(t, err)
+	res, err = runClient(context.Background(), clientSpec{name: "reader", argv: []string{sh, "-c", "exec cat /dev/zero >/dev/null"},
+		timeout: 1500 * time.Millisecond, idle: 300 * time.Millisecond})
+	require.NoError(t, err)
+	assert.True(t, res.stalled, "killed at the deadline")
+	assert.Zero(t, res.idleFor, "never idle")
+}
+
 // Cancelling the context kills the client too, and says so.
 func TestRunClientCancel(t *testing.T) {
 	sleep, err := Tool("sleep")

@@ -67,10 +67,15 @@ type QemuBenchOptions struct {
 	// Duration (qemu-img bench has no time limit of its own).
 	Count    int
 	Duration time.Duration
-	// Timeout kills a run that has not finished (a stalled target); the
-	// default is 3×Duration+30s, or 2 minutes for a fixed Count.
+	// Timeout kills a run that has not finished; the default is
+	// 3×Duration+30s, or 2 minutes for a fixed Count.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Idle declares a stall as soon as qemu-img has read nothing from the
+	// target for this long (5s if zero, negative to rely on Timeout
+	// alone). qemu-img prints nothing until it is done, so this is what
+	// tells a stalled target from a slow one.
+	Idle   time.Duration
+	Logger *slog.Logger
 }
 
 // QemuBenchResult is one qemu-img bench run.
@@ -81,6 +86,7 @@ type QemuBenchResult struct {
 	// login); Wall is the whole process, login and open included.
 	Elapsed, Wall time.Duration
 	Stalled       bool
+	IdleFor       time.Duration // when Stalled for Idle: how long it had read nothing
 	Output        string
 }
 
@@ -106,6 +112,9 @@ func RunQemuImgBench(ctx context.Context, lun QemuLUN, o QemuBenchOptions) (Qemu
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.Idle == 0 {
+		o.Idle = 5 * time.Second
 	}
 	if o.Count > 0 {
 		if o.Timeout == 0 {
@@ -171,13 +180,14 @@ func qemuImgBench(ctx context.Context, lun QemuLUN, o QemuBenchOptions) (QemuBen
 	}
 	argv = append(argv, img...)
 	o.Logger.Debug("qemu-img bench", "argv", argv)
-	res, err := runClient(ctx, clientSpec{name: "qemu-img", argv: argv, timeout: o.Timeout})
-	r := QemuBenchResult{Requests: o.Count, BlockSize: o.BlockSize, Wall: res.elapsed, Stalled: res.stalled, Output: res.output}
+	res, err := runClient(ctx, clientSpec{name: "qemu-img", argv: argv, timeout: o.Timeout, idle: max(o.Idle, 0)})
+	r := QemuBenchResult{Requests: o.Count, BlockSize: o.BlockSize, Wall: res.elapsed,
+		Stalled: res.stalled, IdleFor: res.idleFor, Output: res.output}
 	if err != nil {
 		return r, err
 	}
 	if res.stalled {
-		o.Logger.Warn("qemu-img bench stalled: killed it", "url", lun.URL, "after", res.elapsed)
+		o.Logger.Warn("qemu-img bench stalled: killed it", "url", lun.URL, "after", res.elapsed, "idle", res.idleFor)
 		return r, nil
 	}
 	m := qemuBenchDoneRE.FindStringSubmatch(res.output)

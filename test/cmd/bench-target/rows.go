@@ -40,9 +40,10 @@ func rowNames() []string {
 	return out
 }
 
-// runWorkload runs one row against t. Stall budgets are tight (the run's
-// duration plus 5s for iscsi-perf, twice it plus 10s for qemu-img) so that
-// a target that stalls every row still fits the run in minutes.
+// runWorkload runs one row against t. A client that reads nothing from the
+// target for 5s is declared stalled and killed at once (the library's
+// default), so a target that stalls every row still fits the run in
+// minutes, and a slow one is not mistaken for a stalled one.
 func runWorkload(ctx context.Context, t iscsitest.Target, w workload, d time.Duration, log *slog.Logger) cell {
 	capy, err := iscsitest.ReadCapacity(ctx, t.URL())
 	if err != nil {
@@ -61,21 +62,30 @@ func runWorkload(ctx context.Context, t iscsitest.Target, w workload, d time.Dur
 		case err != nil:
 			return cell{Status: "error", Err: err.Error()}
 		case r.Stalled:
-			return cell{Status: "stalled", Err: fmt.Sprintf("iscsi-perf never finished; %.0f IOPS on average before the stall", r.PartialIOPS)}
+			return cell{Status: "stalled", Err: fmt.Sprintf("iscsi-perf %s; %.0f IOPS on average before the stall",
+				stallWhy(r.IdleFor, r.Elapsed), r.PartialIOPS)}
 		}
 		return cell{IOPS: r.IOPS, MiBps: r.MiBps()}
 	case "qemu-img":
 		r, err := iscsitest.RunQemuImgBench(ctx, iscsitest.QemuLUN{URL: t.URL()}, iscsitest.QemuBenchOptions{
-			Write: w.write, BlockSize: w.bytes, QueueDepth: w.qd, Duration: d,
-			Timeout: 2*d + 10*time.Second, Logger: log,
+			Write: w.write, BlockSize: w.bytes, QueueDepth: w.qd, Duration: d, Logger: log,
 		})
 		switch {
 		case err != nil:
 			return cell{Status: "error", Err: err.Error()}
 		case r.Stalled:
-			return cell{Status: "stalled", Err: fmt.Sprintf("qemu-img bench of %d requests killed after %v", r.Requests, r.Wall.Round(time.Millisecond))}
+			return cell{Status: "stalled", Err: fmt.Sprintf("qemu-img bench of %d requests %s", r.Requests, stallWhy(r.IdleFor, r.Wall))}
 		}
 		return cell{IOPS: r.IOPS(), MiBps: r.MiBps()}
 	}
 	return cell{Status: "error", Err: "unknown client " + w.client}
+}
+
+// stallWhy says why a client was declared stalled.
+func stallWhy(idle, after time.Duration) string {
+	if idle > 0 {
+		return fmt.Sprintf("read nothing for %v and was killed %v after it started",
+			idle.Round(100*time.Millisecond), after.Round(100*time.Millisecond))
+	}
+	return fmt.Sprintf("had not finished when killed at its deadline, %v after it started", after.Round(100*time.Millisecond))
 }
