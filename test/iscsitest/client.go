@@ -18,11 +18,11 @@ type clientSpec struct {
 	env     []string
 	dir     string
 	timeout time.Duration // the run is killed and reported stalled after this
-	// idle, if set, also reports a stall when the client has read nothing
-	// (no byte through any read(2): socket replies included) for this
-	// long. That tells a stalled target from a slow one, which a plain
-	// deadline cannot for a tool that prints nothing until it is done
-	// (qemu-img bench).
+	// idle, if set, also reports a stall when the client has read less
+	// than idleBytes (through any read(2): socket replies included) for
+	// this long. That tells a stalled target from a slow one, which a
+	// plain deadline cannot for a tool that prints nothing until it is
+	// done (qemu-img bench).
 	idle time.Duration
 }
 
@@ -34,6 +34,12 @@ type clientResult struct {
 	elapsed  time.Duration
 	idleFor  time.Duration // how long it had read nothing when declared stalled by idle
 }
+
+// idleBytes is what a client must read per idle period to count as making
+// progress. It is above the trickle a stalled session still gets: QEMU's
+// iSCSI driver sends a NOP-Out every 5s and reads a 48-byte NOP-In back,
+// while any real I/O returns at least a 48-byte response per command.
+const idleBytes = 1024
 
 // runClient runs a client to completion or to its deadline. A client past
 // its deadline is killed by PID and reported stalled (not an error: a
@@ -55,7 +61,7 @@ func runClient(ctx context.Context, s clientSpec) (clientResult, error) {
 		tick = t.C
 	}
 	var res clientResult
-	lastRead, lastChange := int64(-1), time.Now()
+	mark, markTime := int64(-1), time.Now() // rchar when progress was last seen
 wait:
 	for {
 		select {
@@ -71,10 +77,10 @@ wait:
 			if err != nil {
 				continue // exiting: Done comes next
 			}
-			if n != lastRead {
-				lastRead, lastChange = n, now
-			} else if now.Sub(lastChange) >= s.idle {
-				res.stalled, res.idleFor = true, now.Sub(lastChange)
+			if mark < 0 || n-mark >= idleBytes {
+				mark, markTime = n, now
+			} else if now.Sub(markTime) >= s.idle {
+				res.stalled, res.idleFor = true, now.Sub(markTime)
 				break wait
 			}
 		}

@@ -26,8 +26,8 @@ type PerfOptions struct {
 	// Grace is how long past Duration iscsi-perf may take to log in and
 	// drain before it is declared stalled and killed (10s if zero).
 	Grace time.Duration
-	// Idle declares a stall as soon as iscsi-perf has read nothing from
-	// the target for this long (5s if zero, negative to rely on the
+	// Idle declares a stall as soon as iscsi-perf has read (next to)
+	// nothing from the target for this long (5s if zero, negative to rely on the
 	// deadline alone): a stalled run ends early, a slow one is left alone.
 	Idle time.Duration
 	// Initiator overrides -i (iscsi-perf's default is

@@ -70,8 +70,9 @@ type QemuBenchOptions struct {
 	// Timeout kills a run that has not finished; the default is
 	// 3×Duration+30s, or 2 minutes for a fixed Count.
 	Timeout time.Duration
-	// Idle declares a stall as soon as qemu-img has read nothing from the
-	// target for this long (5s if zero, negative to rely on Timeout
+	// Idle declares a stall as soon as qemu-img has read next to nothing
+	// (under 1 KiB: its 5-second NOP pings still get answers) for this
+	// long (5s if zero, negative to rely on Timeout
 	// alone). qemu-img prints nothing until it is done, so this is what
 	// tells a stalled target from a slow one.
 	Idle   time.Duration

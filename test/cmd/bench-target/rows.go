@@ -84,7 +84,7 @@ func runWorkload(ctx context.Context, t iscsitest.Target, w workload, d time.Dur
 // stallWhy says why a client was declared stalled.
 func stallWhy(idle, after time.Duration) string {
 	if idle > 0 {
-		return fmt.Sprintf("read nothing for %v and was killed %v after it started",
+		return fmt.Sprintf("read under 1 KiB for %v and was killed %v after it started",
 			idle.Round(100*time.Millisecond), after.Round(100*time.Millisecond))
 	}
 	return fmt.Sprintf("had not finished when killed at its deadline, %v after it started", after.Round(100*time.Millisecond))
