@@ -279,6 +279,11 @@ func qemuArgs(k Kernel, initramfs, nonce string, o Options) ([]string, error) {
 	if cpus <= 0 {
 		cpus = 1
 	}
+	for _, a := range append(append([]string(nil), o.QEMUArgs...), o.Network...) {
+		if strings.Contains(a, "kvm") {
+			return nil, fmt.Errorf("qemu argument %q: test/vm runs TCG only (KVM hangs on the build machine)", a)
+		}
+	}
 	kargs := append([]string{
 		"console=ttyS0", "panic=-1", guest.NonceParam + "=" + nonce,
 	}, o.Append...)
