@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -213,8 +214,15 @@ func buildGo(ctx context.Context, img Image, dir string) ([]entry, error) {
 		cmd := exec.CommandContext(ctx, gobin, args...)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOAMD64=v1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Start()
+		if err == nil {
+			background(cmd.Process.Pid)
+			err = cmd.Wait()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out.Bytes())
 		}
 		if _, err := os.Stat(outFile); err != nil {
 			return nil, fmt.Errorf("go %s wrote no binary (no test files?): %w", strings.Join(args, " "), err)
