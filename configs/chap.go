@@ -136,4 +136,3 @@ func (c *Config) NodeOfInitiator(iqn string) (string, bool) {
 	}
 	return p.Leg.Node, true
 }
-

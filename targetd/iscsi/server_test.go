@@ -463,3 +463,24 @@ func TestShutdownWaits(t *testing.T) {
 	require.NoError(t, f.srv.Shutdown(ctx, true))
 	assert.Empty(t, f.srv.Sessions())
 }
+
+func TestAbortTaskAlreadyDone(t *testing.T) {
+	f := newFixture(t, nil)
+	c := loggedIn(t, f)
+	writeSN := c.cmdSN
+	itt := c.scsiCmd(write10(0, 1), false, true, 512, make([]byte, 512), true)
+	h, _ := c.recv()
+	require.Equal(t, pdu.OpSCSIResp, h.Opcode(), "the write completes")
+	var tm pdu.Header
+	tm.SetOpcode(pdu.OpTaskMgmtReq)
+	tm[0] |= 0x40
+	tm[1] = 0x80 | tmfAbortTask
+	tm.SetITT(c.nextITT())
+	tm.PutU32(pdu.OffTTT, itt)
+	tm.PutU32(pdu.OffCmdSN, c.cmdSN)
+	tm.PutU32(pdu.OffMaxCmdSN, writeSN) // RefCmdSN: below ExpCmdSN now
+	c.send(&tm, nil)
+	resp, _ := c.recv()
+	require.Equal(t, pdu.OpTaskMgmtResp, resp.Opcode())
+	assert.Equal(t, byte(tmfNoTask), resp[2], "a finished task does not exist any more (RFC 7143 §11.5.1 c)")
+}

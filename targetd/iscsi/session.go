@@ -158,6 +158,17 @@ func (s *session) nextHeld() *held {
 	return hd
 }
 
+// consumeCmdSN treats a CmdSN that never arrived as received, because a
+// task management request aborted it (RFC 7143 §11.5.1): commands held
+// behind it may then go ahead.
+func (s *session) consumeCmdSN(sn uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sn == s.expCmdSN {
+		s.expCmdSN++
+	}
+}
+
 // release gives back what a SCSI command held: its window slot, or its
 // place among the immediate commands.
 func (s *session) release(immediate bool) {

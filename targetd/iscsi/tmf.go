@@ -42,11 +42,17 @@ func (c *conn) taskMgmt(h *pdu.Header) error {
 			s.target.AbortTask(t.lun, s.nexus, ref)
 		default:
 			// RFC 7143 §11.5.1: a task that is not known but whose
-			// RefCmdSN is inside the window and before this request
-			// counts as received and done.
+			// RefCmdSN is inside the window (never received) and before
+			// this request counts as received and done. A command that
+			// already completed is below ExpCmdSN, outside the window:
+			// "Task does not exist".
 			refSN := h.U32(pdu.OffMaxCmdSN)
-			if !snLess(refSN, h.U32(pdu.OffCmdSN)) {
+			exp, max := s.window()
+			inWindow := !snLess(refSN, exp) && !snLess(max, refSN)
+			if !inWindow || !snLess(refSN, h.U32(pdu.OffCmdSN)) {
 				resp = tmfNoTask
+			} else {
+				s.consumeCmdSN(refSN)
 			}
 		}
 	case tmfAbortTaskSet, tmfClearTaskSet:
