@@ -94,26 +94,38 @@ func (x *exec) write(verify bool) Result {
 	if verify && rw.flags&0x04 != 0 {
 		return withXfer(invalidCDBField(1, 2), xfer) // BYTCHK 10b/11b reserved
 	}
-	if res, ok := x.capacityCheck(rw.lba, rw.blocks, lenField(op), true); !ok {
-		return withXfer(res, xfer)
-	}
-	if x.lu.cfg.ReadOnly {
-		return withXfer(writeProtected(), xfer)
-	}
-	if rw.blocks == 0 {
-		return good()
-	}
-	data, res, ok := x.dataOut(int(xfer))
-	if !ok {
-		return withXfer(res, xfer)
-	}
-	if len(data) == 0 || x.stopped() {
-		return withXfer(good(), xfer)
+	data, res, done := x.writeData(rw, xfer, lenField(op))
+	if done {
+		return res
 	}
 	// FUA is bit 3 of byte 1 in 10/12/16-byte WRITEs; WRITE AND VERIFY
 	// verifies from the medium, so it makes the data durable too.
 	durable := verify || (op != opWrite6 && rw.flags&0x08 != 0)
 	return withXfer(x.writeAt(data, rw.lba, durable), xfer)
+}
+
+// writeData runs the checks every Data-Out write shares once its own CDB
+// fields are checked: range, write protection, a zero block count, the
+// Data-Out itself and an abort. It returns the data to write, or done and
+// the result to answer with.
+func (x *exec) writeData(rw rwCDB, xfer uint32, lenField int) (data []byte, res Result, done bool) {
+	if res, ok := x.capacityCheck(rw.lba, rw.blocks, lenField, true); !ok {
+		return nil, withXfer(res, xfer), true
+	}
+	if x.lu.cfg.ReadOnly {
+		return nil, withXfer(writeProtected(), xfer), true
+	}
+	if rw.blocks == 0 {
+		return nil, good(), true
+	}
+	data, res, ok := x.dataOut(int(xfer))
+	if !ok {
+		return nil, withXfer(res, xfer), true
+	}
+	if len(data) == 0 || x.stopped() {
+		return nil, withXfer(good(), xfer), true
+	}
+	return data, Result{}, false
 }
 
 // writeAt writes data at lba under the shared stripe locks and makes it
@@ -287,21 +299,9 @@ func (x *exec) orWrite() Result {
 	if rw.flags&0xe0 != 0 {
 		return withXfer(invalidCDBField(1, 7), xfer) // ORPROTECT without PI
 	}
-	if res, ok := x.capacityCheck(rw.lba, rw.blocks, 10, true); !ok {
-		return withXfer(res, xfer)
-	}
-	if x.lu.cfg.ReadOnly {
-		return withXfer(writeProtected(), xfer)
-	}
-	if rw.blocks == 0 {
-		return good()
-	}
-	data, res, ok := x.dataOut(int(xfer))
-	if !ok {
-		return withXfer(res, xfer)
-	}
-	if len(data) == 0 || x.stopped() {
-		return withXfer(good(), xfer)
+	data, res, done := x.writeData(rw, xfer, 10)
+	if done {
+		return res
 	}
 	blocks := uint64(len(data)) >> x.lu.shift
 	buf, bp := x.pool.Get(len(data))
