@@ -39,6 +39,8 @@ func run(args []string) int {
 	control := fs.String("control-socket", "", "control API socket (default /run/mhcodi/targetd-<node>.sock)")
 	listen := fs.String("listen", "", "override the node's SAN address (ip:port)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	nopInterval := fs.Duration("nop-interval", 5*time.Second, "ping an initiator quiet for this long (NOP-In)")
+	nopTimeout := fs.Duration("nop-timeout", 10*time.Second, "drop a connection whose initiator does not answer a ping within this")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ip:port (default: the node's management address, port 9595; \"off\" disables)")
 	var extra stringList
 	fs.Var(&extra, "allow-initiator", "also admit this initiator IQN, without CHAP (repeatable; for conformance tools)")
@@ -66,6 +68,7 @@ func run(args []string) int {
 	d, err := targetd.New(targetd.Options{
 		Config: cfg, Node: *node, StateDir: *stateDir, Listen: *listen,
 		ExtraInitiators: extra, Logger: log,
+		NopInterval: *nopInterval, NopTimeout: *nopTimeout,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mhcodi-targetd: %v\n", err)

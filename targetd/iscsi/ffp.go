@@ -34,7 +34,7 @@ func (c *conn) fullFeature() error {
 	c.sendMu.Lock()
 	c.w.Digests = c.r.Digests
 	c.sendMu.Unlock()
-	if c.srv.cfg.NopInterval > 0 {
+	if c.srv.cfg.NopInterval > 0 || c.srv.cfg.IdleKick > 0 {
 		go c.pinger()
 	}
 	for {

@@ -42,21 +42,40 @@ func (c *conn) nopOut(h *pdu.Header, have []byte) error {
 // pinger sends a NOP-In to an initiator that has been quiet for
 // NopInterval and drops the connection if nothing at all arrives within
 // NopTimeout after that: a dead initiator's session must not hold its
-// reservations and exports for ever.
+// reservations and exports for ever. It also sends the IdleKick nudge.
 func (c *conn) pinger() {
-	interval, timeout := c.srv.cfg.NopInterval, c.srv.cfg.NopTimeout
+	interval, timeout, kick := c.srv.cfg.NopInterval, c.srv.cfg.NopTimeout, c.srv.cfg.IdleKick
 	if timeout <= 0 {
 		timeout = interval
 	}
-	tick := time.NewTicker(min(interval, timeout) / 2)
+	period := time.Second
+	if interval > 0 {
+		period = min(interval, timeout) / 2
+	}
+	if kick > 0 {
+		period = min(period, kick/2)
+	}
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	var pingSent time.Time
+	var kickedFor int64 // the lastRecv a nudge was sent for
 	for {
 		select {
 		case <-c.closed:
 			return
 		case now := <-tick.C:
-			last := time.Unix(0, c.lastRecv.Load())
+			lastNano := c.lastRecv.Load()
+			last := time.Unix(0, lastNano)
+			quiet := now.Sub(last)
+			if kick > 0 && quiet >= kick && quiet < time.Second && kickedFor != lastNano {
+				kickedFor = lastNano
+				if c.nop(pdu.Reserved) != nil {
+					return
+				}
+			}
+			if interval <= 0 {
+				continue
+			}
 			switch {
 			case !pingSent.IsZero() && last.After(pingSent):
 				pingSent = time.Time{}
@@ -64,19 +83,26 @@ func (c *conn) pinger() {
 				c.log.Warn("initiator did not answer NOP-In, dropping the connection", "waited", now.Sub(pingSent).Round(time.Millisecond))
 				c.close("NOP-In ping timed out")
 				return
-			case pingSent.IsZero() && now.Sub(last) > interval:
-				var h pdu.Header
-				h.SetOpcode(pdu.OpNOPIn)
-				h[1] = 0x80
-				h.SetITT(pdu.Reserved)
-				h.PutU32(pdu.OffTTT, c.sess.newTTT())
-				if c.send(&h, nil, false) != nil {
+			case pingSent.IsZero() && quiet > interval:
+				if c.nop(c.sess.newTTT()) != nil {
 					return
 				}
 				pingSent = now
 			}
 		}
 	}
+}
+
+// nop sends an unsolicited NOP-In: with a target transfer tag it is a ping
+// the initiator must answer; with the reserved tag it only carries StatSN
+// and the CmdSN window.
+func (c *conn) nop(ttt uint32) error {
+	var h pdu.Header
+	h.SetOpcode(pdu.OpNOPIn)
+	h[1] = 0x80
+	h.SetITT(pdu.Reserved)
+	h.PutU32(pdu.OffTTT, ttt)
+	return c.send(&h, nil, false)
 }
 
 // text answers a Text Request: SendTargets, or renegotiation of the keys

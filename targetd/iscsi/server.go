@@ -56,6 +56,13 @@ type Config struct {
 	// pings the initiator; NopTimeout how long it waits for the answer
 	// before dropping the connection. Zero disables pings.
 	NopInterval, NopTimeout time.Duration
+	// IdleKick: when an initiator has been quiet this long after sending
+	// something, targetd sends it one NOP-In that asks for no answer and
+	// carries the current CmdSN window (RFC 7143 §11.19). QEMU's libiscsi
+	// initiator can miss the wake-up for commands it has queued and sit
+	// idle until any PDU arrives; this nudge turns multi-second stalls
+	// into a 100 ms hiccup. Zero means 100 ms, negative disables it.
+	IdleKick time.Duration
 	// LoginTimeout bounds the whole login phase.
 	LoginTimeout time.Duration
 	// Observe, if set, is called after every SCSI command.
@@ -80,6 +87,7 @@ type Event struct {
 const (
 	defaultQueueDepth   = 128
 	defaultLoginTimeout = 15 * time.Second
+	defaultIdleKick     = 100 * time.Millisecond
 )
 
 // Server serves iSCSI on any number of listeners. There is no global state:
@@ -108,6 +116,9 @@ type sessionKey struct {
 func NewServer(cfg Config) *Server {
 	if cfg.QueueDepth == 0 {
 		cfg.QueueDepth = defaultQueueDepth
+	}
+	if cfg.IdleKick == 0 {
+		cfg.IdleKick = defaultIdleKick
 	}
 	if cfg.LoginTimeout == 0 {
 		cfg.LoginTimeout = defaultLoginTimeout

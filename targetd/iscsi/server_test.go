@@ -82,8 +82,9 @@ func newFixture(t *testing.T, mod func(*Config)) *fixture {
 			}
 			return login.Decision{Allowed: true}, nil
 		},
-		Limits: login.Limits{MaxRecvDataSegmentLength: 8192, MaxBurstLength: 16384, FirstBurstLength: 8192},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Limits:   login.Limits{MaxRecvDataSegmentLength: 8192, MaxBurstLength: 16384, FirstBurstLength: 8192},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		IdleKick: -1, // tests read PDUs at their own pace
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -483,4 +484,19 @@ func TestAbortTaskAlreadyDone(t *testing.T) {
 	resp, _ := c.recv()
 	require.Equal(t, pdu.OpTaskMgmtResp, resp.Opcode())
 	assert.Equal(t, byte(tmfNoTask), resp[2], "a finished task does not exist any more (RFC 7143 §11.5.1 c)")
+}
+
+func TestIdleKick(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.IdleKick = 50 * time.Millisecond })
+	c := loggedIn(t, f)
+	c.nop() // activity, then silence
+	h, _ := c.recv()
+	require.Equal(t, pdu.OpNOPIn, h.Opcode(), "a nudge after the initiator went quiet")
+	assert.Equal(t, uint32(pdu.Reserved), h.ITT())
+	assert.Equal(t, uint32(pdu.Reserved), h.U32(pdu.OffTTT), "it asks for no answer")
+	assert.Equal(t, c.cmdSN, h.U32(pdu.OffExpSN), "it carries the CmdSN window")
+	// Only one per quiet spell.
+	c.nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	var hh pdu.Header
+	assert.Error(t, c.r.ReadHeader(&hh), "no second nudge without new activity")
 }
