@@ -86,11 +86,15 @@ func newSession(c *conn, res login.Result, cmdSN uint32) *session {
 func (s *session) window() (uint32, uint32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	free := uint32(0)
+	return s.expCmdSN, s.expCmdSN + s.freeLocked() - 1
+}
+
+// freeLocked is how many more commands the window admits; s.mu is held.
+func (s *session) freeLocked() uint32 {
 	if s.inflight < s.srv.cfg.QueueDepth {
-		free = s.srv.cfg.QueueDepth - s.inflight
+		return s.srv.cfg.QueueDepth - s.inflight
 	}
-	return s.expCmdSN, s.expCmdSN + free - 1
+	return 0
 }
 
 // snLess is serial number arithmetic (RFC 1982) on 32-bit CmdSNs.
@@ -111,10 +115,7 @@ func (s *session) checkCmdSN(h *pdu.Header) cmdSNVerdict {
 	sn := h.U32(pdu.OffCmdSN)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	free := uint32(0)
-	if s.inflight < s.srv.cfg.QueueDepth {
-		free = s.srv.cfg.QueueDepth - s.inflight
-	}
+	free := s.freeLocked()
 	max := s.expCmdSN + free - 1
 	if h.Immediate() {
 		// Immediate commands do not advance ExpCmdSN, and the rule to
