@@ -56,6 +56,8 @@ func Load(path string) (*Config, error) {
 	// file is checked against the rules instead of silently defaulted.
 	v.SetDefault("timeouts.replacement_timeout", DefaultReplacementTimeout.String())
 	v.SetDefault("timeouts.lease_ttl", DefaultLeaseTTL.String())
+	v.SetDefault("hypervisor.stop_timeout", DefaultStopTimeout.String())
+	v.SetDefault("hypervisor.io_timeout", DefaultIOTimeout.String())
 	if err := v.ReadInConfig(); err != nil {
 		var pe viper.ConfigParseError
 		if errors.As(err, &pe) {

@@ -50,6 +50,10 @@ type Config struct {
 	Guests   []Guest     `mapstructure:"guests" json:"guests"`
 	Security Security    `mapstructure:"security" json:"security"`
 	Timeouts Timeouts    `mapstructure:"timeouts" json:"timeouts"`
+	// Hypervisor says how the storage nodes run guests.
+	Hypervisor Hypervisor `mapstructure:"hypervisor" json:"hypervisor"`
+	// Initiator says how a node reaches the legs that live on other nodes.
+	Initiator Initiator `mapstructure:"initiator" json:"initiator"`
 }
 
 // ClusterInfo names the cluster; both parts go into every IQN.
@@ -97,6 +101,72 @@ type Guest struct {
 	Memory        Size   `mapstructure:"memory" json:"memory"`
 	PreferredNode string `mapstructure:"preferred_node" json:"preferred_node"`
 	Disks         []Disk `mapstructure:"disks" json:"disks"`
+	// Boot is the kernel the hypervisor boots directly; left out, the
+	// guest boots the image that `mhcodi image build` wrote to
+	// hypervisor.image_dir.
+	Boot Boot `mapstructure:"boot" json:"boot"`
+}
+
+// Boot is a direct kernel boot (qemu -kernel/-initrd/-append, xl
+// kernel/ramdisk/extra). Relative paths are resolved against the file's
+// directory.
+type Boot struct {
+	Kernel    string `mapstructure:"kernel" json:"kernel,omitempty"`
+	Initramfs string `mapstructure:"initramfs" json:"initramfs,omitempty"`
+	Cmdline   string `mapstructure:"cmdline" json:"cmdline,omitempty"`
+}
+
+// Hypervisor drivers and accelerators.
+const (
+	DriverQEMU = "qemu"
+	DriverXen  = "xen"
+
+	AccelAuto = "auto" // KVM when the CPU has vmx/svm and /dev/kvm exists, else TCG
+	AccelKVM  = "kvm"
+	AccelTCG  = "tcg"
+)
+
+// Hypervisor is how guests run on the storage nodes.
+type Hypervisor struct {
+	// Driver is "qemu" (qemu processes with a QMP socket each, no
+	// libvirt) or "xen" (xl).
+	Driver string `mapstructure:"driver" json:"driver"`
+	// Accel is qemu's accelerator: "auto", "kvm" or "tcg". Set "tcg"
+	// where /dev/kvm exists but does not work.
+	Accel string `mapstructure:"accel" json:"accel"`
+	// QEMU is the qemu binary.
+	QEMU string `mapstructure:"qemu" json:"qemu"`
+	// RunDir holds each running guest's QMP socket, channel socket,
+	// console log and pid file.
+	RunDir string `mapstructure:"run_dir" json:"run_dir"`
+	// ImageDir holds the guest image (vmlinuz, initramfs.cpio) that
+	// guests without a boot section boot.
+	ImageDir string `mapstructure:"image_dir" json:"image_dir"`
+	// StopTimeout is how long a stop waits after the ACPI power button
+	// before it destroys the guest.
+	StopTimeout time.Duration `mapstructure:"stop_timeout" json:"stop_timeout"`
+	// IOTimeout is how long the hypervisor's own iSCSI initiator waits for
+	// a remote leg before it fails the request (QEMU's iscsi "timeout").
+	IOTimeout time.Duration `mapstructure:"io_timeout" json:"io_timeout"`
+}
+
+// Initiator backends.
+const (
+	// InitiatorQEMU imports nothing into the host kernel: the hypervisor's
+	// own initiator (QEMU's libiscsi) reaches the remote leg.
+	InitiatorQEMU = "qemu"
+	// InitiatorOpenISCSI imports remote legs with iscsiadm and iscsid.
+	InitiatorOpenISCSI = "open-iscsi"
+	// InitiatorNetlink imports remote legs with the kernel's iSCSI netlink
+	// interface (u-root/iscsinl), for hosts without iscsid; no CHAP.
+	InitiatorNetlink = "netlink"
+)
+
+// Initiator is how a node reaches the legs on other nodes.
+type Initiator struct {
+	Backend string `mapstructure:"backend" json:"backend"`
+	// LinkDir is where /dev/mhcodi/<guest>/<disk>/<node> links live.
+	LinkDir string `mapstructure:"link_dir" json:"link_dir"`
 }
 
 // Disk is one guest disk, mirrored by md RAID1 inside the guest across one
@@ -132,6 +202,15 @@ const (
 	DefaultVCPUs              = 1
 	DefaultMemory             = 512 * MiB
 	DefaultStripes            = 1
+	DefaultHypervisorDriver   = DriverQEMU
+	DefaultAccel              = AccelAuto
+	DefaultQEMU               = "qemu-system-x86_64"
+	DefaultRunDir             = "/run/mhcodi/guests"
+	DefaultImageDir           = "/var/lib/mhcodi/image"
+	DefaultStopTimeout        = 60 * time.Second
+	DefaultIOTimeout          = 5 * time.Second
+	DefaultInitiatorBackend   = InitiatorQEMU
+	DefaultLinkDir            = "/dev/mhcodi"
 )
 
 // Address is an IP address with an optional port; Port 0 means the default

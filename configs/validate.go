@@ -24,6 +24,8 @@ const (
 var (
 	replacementTimeoutRange = [2]time.Duration{time.Second, 2 * time.Minute}
 	leaseTTLRange           = [2]time.Duration{2 * time.Second, 5 * time.Minute}
+	stopTimeoutRange        = [2]time.Duration{time.Second, time.Hour}
+	ioTimeoutRange          = [2]time.Duration{time.Second, 2 * time.Minute}
 )
 
 // vgNameRE is lvm(8)'s rule for VG names: letters, digits and "+_.-", not
@@ -100,12 +102,82 @@ func (c *Config) validate(env map[string]string) error {
 	}
 	checkRange(v, "timeouts.replacement_timeout", c.Timeouts.ReplacementTimeout, replacementTimeoutRange)
 	checkRange(v, "timeouts.lease_ttl", c.Timeouts.LeaseTTL, leaseTTLRange)
+	c.validateHypervisor(v)
+	c.validateInitiator(v)
 
 	if len(v.errs) > 0 {
 		// Left in the order the checks ran, which follows the file.
 		return v.errs
 	}
 	return nil
+}
+
+func (c *Config) validateHypervisor(v *validator) {
+	h := &c.Hypervisor
+	if h.Driver == "" {
+		h.Driver = DefaultHypervisorDriver
+	}
+	if h.Driver != DriverQEMU && h.Driver != DriverXen {
+		v.addf("hypervisor.driver", "%q is not a driver: use %q or %q", h.Driver, DriverQEMU, DriverXen)
+	}
+	if h.Accel == "" {
+		h.Accel = DefaultAccel
+	}
+	if h.Accel != AccelAuto && h.Accel != AccelKVM && h.Accel != AccelTCG {
+		v.addf("hypervisor.accel", "%q is not an accelerator: use %q, %q or %q", h.Accel, AccelAuto, AccelKVM, AccelTCG)
+	}
+	if h.QEMU == "" {
+		h.QEMU = DefaultQEMU
+	}
+	if h.RunDir == "" {
+		h.RunDir = DefaultRunDir
+	}
+	h.RunDir = resolve(c.Dir, h.RunDir)
+	if h.ImageDir == "" {
+		h.ImageDir = DefaultImageDir
+	}
+	h.ImageDir = resolve(c.Dir, h.ImageDir)
+	checkRange(v, "hypervisor.stop_timeout", h.StopTimeout, stopTimeoutRange)
+	checkRange(v, "hypervisor.io_timeout", h.IOTimeout, ioTimeoutRange)
+	for i := range c.Guests {
+		b := &c.Guests[i].Boot
+		key := fmt.Sprintf("guests[%d].boot", i)
+		if (b.Kernel == "") != (b.Initramfs == "") {
+			v.addf(key, "set both kernel and initramfs, or neither (to boot the image in hypervisor.image_dir)")
+		}
+		if b.Kernel != "" {
+			b.Kernel = resolve(c.Dir, b.Kernel)
+		}
+		if b.Initramfs != "" {
+			b.Initramfs = resolve(c.Dir, b.Initramfs)
+		}
+	}
+}
+
+func (c *Config) validateInitiator(v *validator) {
+	in := &c.Initiator
+	if in.Backend == "" {
+		in.Backend = DefaultInitiatorBackend
+	}
+	switch in.Backend {
+	case InitiatorQEMU:
+		if c.Hypervisor.Driver != DriverQEMU {
+			v.addf("initiator.backend", "%q needs hypervisor.driver %q; with %q use %q or %q", in.Backend, DriverQEMU, c.Hypervisor.Driver, InitiatorOpenISCSI, InitiatorNetlink)
+		}
+	case InitiatorOpenISCSI:
+	case InitiatorNetlink:
+		if c.Security.CHAPSecrets != "" {
+			v.addf("initiator.backend", "%q cannot do CHAP, but security.chap_secrets is set; use %q", in.Backend, InitiatorOpenISCSI)
+		}
+	default:
+		v.addf("initiator.backend", "%q is not a backend: use %q, %q or %q", in.Backend, InitiatorQEMU, InitiatorOpenISCSI, InitiatorNetlink)
+	}
+	if in.LinkDir == "" {
+		in.LinkDir = DefaultLinkDir
+	}
+	if !filepath.IsAbs(in.LinkDir) {
+		v.addf("initiator.link_dir", "%q is not an absolute path", in.LinkDir)
+	}
 }
 
 func checkRange(v *validator, key string, d time.Duration, r [2]time.Duration) {
