@@ -87,7 +87,7 @@ func (s Spec) LibvirtXML(dev string) ([]byte, error) {
 		Target: libvirtTarget{Dev: dev, Bus: "virtio"},
 		Serial: s.Serial,
 		// libvirt's user aliases start with "ua-".
-		Alias: &libvirtAlias{Name: "ua-" + dev},
+		Alias:   &libvirtAlias{Name: "ua-" + dev},
 		Comment: xml.Comment(fmt.Sprintf(" leg %s/%s on %s ", s.Leg.Guest, s.Leg.Disk, s.Leg.Node)),
 	}
 	switch s.Driver {
