@@ -9,14 +9,14 @@ import (
 	"github.com/mhcodi/mhcodi/configs"
 )
 
-// DefaultGuests is the guest a cluster gets when Options.Guests is empty:
+// DefaultGuests is the guest a cluster gets when Options.Guests is nil:
 // the loopback example's demo guest, mirrored across the first two storage
-// nodes (or kept on the only one).
+// nodes. A one-node cluster has none: a disk needs two legs.
 func DefaultGuests(storage []string) []configs.Guest {
-	legs := storage
-	if len(legs) > 2 {
-		legs = legs[:2]
+	if len(storage) < 2 {
+		return nil
 	}
+	legs := storage[:2]
 	return []configs.Guest{{
 		Name: "demo", VCPUs: 1, Memory: 256 * configs.MiB, PreferredNode: storage[0],
 		Disks: []configs.Disk{{Name: "root", Size: 256 * configs.MiB, Legs: legs}},
