@@ -55,7 +55,7 @@ func golden(t *testing.T, name string, got []byte) {
 // render is everything a Spec renders to, in one text for a golden file.
 func render(t *testing.T, s Spec, dev string) []byte {
 	t.Helper()
-	js, err := json.MarshalIndent(s, "", "  ")
+	js, err := json.MarshalIndent(s.BlockdevJSON(), "", "  ")
 	require.NoError(t, err)
 	var b strings.Builder
 	b.WriteString("# command line\n" + s.CommandLine() + "\n-device " + s.DeviceArg(dev) + "\n")

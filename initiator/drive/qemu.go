@@ -1,7 +1,6 @@
 package drive
 
 import (
-	"encoding/json"
 	"strconv"
 	"strings"
 )
@@ -83,9 +82,6 @@ func (s Spec) BlockdevJSON() map[string]any {
 	}
 	return out
 }
-
-// MarshalJSON renders the Spec as QMP blockdev-add's arguments.
-func (s Spec) MarshalJSON() ([]byte, error) { return json.Marshal(s.BlockdevJSON()) }
 
 // SecretObject is the value of the -object option that defines the CHAP
 // secret, or "" without CHAP. It names the file, never the secret.
