@@ -3,14 +3,10 @@ package vm
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path"
@@ -20,11 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mhcodi/mhcodi/guestraid/image"
 	"github.com/mhcodi/mhcodi/test/vm/internal/guest"
-	"github.com/u-root/mkuimage/cpio"
-	"github.com/u-root/mkuimage/uimage"
-	"github.com/u-root/u-root/pkg/ldd"
-	"github.com/u-root/uio/llog"
 )
 
 // Image describes an initramfs: u-root's init, test/vm's uinit, and what the
@@ -105,15 +98,6 @@ const keepImages = 3
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
-// entry is one file of the archive, for hashing and building.
-type entry struct {
-	dst  string // relative to the image root
-	src  string // host file; "" for data
-	data []byte
-	mode fs.FileMode
-	ldd  bool // add its shared libraries
-}
-
 // Build makes img's initramfs, or finds it in the cache. The Go packages
 // are always built (the go command's cache makes that quick) since their
 // output is part of the key; the archive is written only when no archive
@@ -173,10 +157,10 @@ func Build(ctx context.Context, img Image, o Options) (Built, error) {
 }
 
 // rel turns an image path into one relative to the image root.
-func rel(p string) string { return strings.TrimPrefix(path.Clean("/"+p), "/") }
+func rel(p string) string { return image.Rel(p) }
 
 // buildGo builds the image's Go packages, u-root's init and test/vm's uinit.
-func buildGo(ctx context.Context, img Image, dir string) ([]entry, error) {
+func buildGo(ctx context.Context, img Image, dir string) ([]image.Entry, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return nil, err
@@ -192,7 +176,7 @@ func buildGo(ctx context.Context, img Image, dir string) ([]entry, error) {
 		{Package: "github.com/u-root/u-root/cmds/core/init", Dst: "/init"},
 		{Package: "github.com/mhcodi/mhcodi/test/vm/internal/uinit", Dst: "/bin/uinit"},
 	}, img.Go...)
-	var entries []entry
+	var entries []image.Entry
 	for i, b := range bins {
 		dst := b.Dst
 		if dst == "" {
@@ -227,14 +211,14 @@ func buildGo(ctx context.Context, img Image, dir string) ([]entry, error) {
 		if _, err := os.Stat(outFile); err != nil {
 			return nil, fmt.Errorf("go %s wrote no binary (no test files?): %w", strings.Join(args, " "), err)
 		}
-		entries = append(entries, entry{dst: rel(dst), src: outFile, mode: 0o755})
+		entries = append(entries, image.Entry{Dst: rel(dst), Src: outFile, Mode: 0o755})
 	}
 	return entries, nil
 }
 
 // imageEntries lists everything but the Go binaries.
-func imageEntries(img Image, k Kernel) ([]entry, error) {
-	var entries []entry
+func imageEntries(img Image, k Kernel) ([]image.Entry, error) {
+	var entries []image.Entry
 	for _, f := range img.Files {
 		if !filepath.IsAbs(f.Src) {
 			return nil, fmt.Errorf("host file %q: not an absolute path", f.Src)
@@ -247,176 +231,42 @@ func imageEntries(img Image, k Kernel) ([]entry, error) {
 		if dst == "" {
 			dst = f.Src
 		}
-		entries = append(entries, entry{dst: rel(dst), src: src, ldd: true})
+		entries = append(entries, image.Entry{Dst: rel(dst), Src: src, LDD: true})
 	}
-	mods, err := kernelModules(k, img.Modules)
+	mods, err := k.ModuleEntries(img.Modules)
 	if err != nil {
 		return nil, err
 	}
-	mdir := path.Join("lib/modules", k.Version)
-	for _, m := range mods {
-		entries = append(entries, entry{dst: path.Join(mdir, m), src: filepath.Join(k.ModulesDir(), m)})
-	}
-	dep, err := trimmedModulesDep(k, mods)
-	if err != nil {
-		return nil, err
-	}
-	entries = append(entries, entry{dst: path.Join(mdir, "modules.dep"), data: dep, mode: 0o644})
-	if builtin, err := os.ReadFile(filepath.Join(k.ModulesDir(), "modules.builtin")); err == nil {
-		entries = append(entries, entry{dst: path.Join(mdir, "modules.builtin"), data: builtin, mode: 0o644})
-	}
+	entries = append(entries, mods...)
 	job, err := json.MarshalIndent(guest.Config{
 		Modules: img.Modules, Dirs: img.Dirs, Argv: img.Job.Argv, Env: img.Job.Env, Dir: img.Job.Dir,
 	}, "", "  ")
 	if err != nil {
 		return nil, err
 	}
-	entries = append(entries, entry{dst: rel(guest.ConfigPath), data: job, mode: 0o644})
+	entries = append(entries, image.Entry{Dst: rel(guest.ConfigPath), Data: job, Mode: 0o644})
 	for _, s := range img.Static {
 		mode := s.Mode
 		if mode == 0 {
 			mode = 0o644
 		}
-		entries = append(entries, entry{dst: rel(s.Path), data: s.Data, mode: mode})
+		entries = append(entries, image.Entry{Dst: rel(s.Path), Data: s.Data, Mode: mode})
 	}
-	seen := map[string]bool{}
-	for _, e := range entries {
-		if seen[e.dst] {
-			return nil, fmt.Errorf("%s is in the image twice", e.dst)
-		}
-		seen[e.dst] = true
-	}
-	for p := range img.Symlinks {
-		if seen[rel(p)] {
-			return nil, fmt.Errorf("%s is both a file and a symlink", rel(p))
-		}
+	if err := image.CheckUnique(entries, img.Symlinks); err != nil {
+		return nil, err
 	}
 	return entries, nil
 }
 
 // imageKey hashes every file of the image (with the shared libraries of
 // host files) and every symlink.
-func imageKey(entries []entry, symlinks map[string]string) (string, error) {
-	var lines []string
-	hashFile := func(dst, src string) error {
-		st, err := os.Lstat(src)
-		if err != nil {
-			return err
-		}
-		if st.Mode()&fs.ModeSymlink != 0 {
-			target, err := os.Readlink(src)
-			if err != nil {
-				return err
-			}
-			lines = append(lines, fmt.Sprintf("link %s %s", dst, target))
-			return nil
-		}
-		f, err := os.Open(src)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			return fmt.Errorf("%s: %w", src, err)
-		}
-		lines = append(lines, fmt.Sprintf("file %s %o %x", dst, st.Mode().Perm(), h.Sum(nil)))
-		return nil
-	}
-	for _, e := range entries {
-		if e.src == "" {
-			lines = append(lines, fmt.Sprintf("file %s %o %x", e.dst, e.mode.Perm(), sha256.Sum256(e.data)))
-			continue
-		}
-		if err := hashFile(e.dst, e.src); err != nil {
-			return "", err
-		}
-		if e.ldd {
-			libs, err := ldd.FList(e.src)
-			if err != nil {
-				return "", fmt.Errorf("shared libraries of %s: %w", e.src, err)
-			}
-			for _, lib := range libs {
-				if err := hashFile(rel(lib), lib); err != nil {
-					return "", err
-				}
-			}
-		}
-	}
-	for p, target := range symlinks {
-		lines = append(lines, fmt.Sprintf("link %s %s", rel(p), target))
-	}
-	sort.Strings(lines)
-	h := sha256.New()
-	fmt.Fprintln(h, imageFormat)
-	for _, l := range lines {
-		fmt.Fprintln(h, l)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
+func imageKey(entries []image.Entry, symlinks map[string]string) (string, error) {
+	return image.Key(imageFormat, entries, symlinks)
 }
 
-// writeArchive builds the cpio with mkuimage: host files (with their
-// libraries) as extra files, the rest as records of the base archive.
-func writeArchive(img Image, entries []entry, tmp, out string, logf func(string, ...any)) error {
-	base := uimage.DefaultRamfs()
-	records := []cpio.Record{
-		cpio.Directory("run", 0o755),
-		cpio.Directory("root", 0o700),
-	}
-	var files []string
-	for _, e := range entries {
-		if e.src != "" {
-			files = append(files, e.src+":"+e.dst)
-			continue
-		}
-		records = append(records, cpio.StaticFile(e.dst, string(e.data), uint64(e.mode.Perm())))
-	}
-	for p, target := range img.Symlinks {
-		records = append(records, cpio.Symlink(rel(p), target))
-	}
-	// Parent directories of the records (mkuimage adds those of files).
-	dirs := map[string]bool{}
-	for _, r := range records {
-		for d := path.Dir(r.Name); d != "." && d != "/"; d = path.Dir(d) {
-			dirs[d] = true
-		}
-	}
-	for d := range dirs {
-		records = append(records, cpio.Directory(d, 0o755))
-	}
-	sort.Slice(records, func(i, j int) bool { return records[i].Name < records[j].Name })
-	for _, r := range records {
-		if old, dup := base.Get(r.Name); dup {
-			if r.Mode&cpio.S_IFMT == cpio.S_IFDIR && old.Mode&cpio.S_IFMT == cpio.S_IFDIR {
-				continue
-			}
-			return fmt.Errorf("%s is already in u-root's default ramfs", r.Name)
-		}
-		if err := base.WriteRecord(r); err != nil {
-			return fmt.Errorf("%s: %w", r.Name, err)
-		}
-	}
-
-	part := out + ".tmp" + fmt.Sprint(os.Getpid())
-	defer os.Remove(part)
-	l := llog.New(slog.LevelWarn, func(format string, v ...any) {
-		if logf != nil {
-			logf("mkuimage: "+format, v...)
-		}
-	})
-	mkdir := filepath.Join(tmp, "mkuimage")
-	if err := os.MkdirAll(mkdir, 0o755); err != nil {
-		return err
-	}
-	if err := uimage.Create(l,
-		uimage.WithTempDir(mkdir),
-		uimage.WithBaseArchive(base),
-		uimage.WithFiles(files...),
-		uimage.WithCPIOOutput(part),
-	); err != nil {
-		return fmt.Errorf("mkuimage: %w", err)
-	}
-	return os.Rename(part, out)
+// writeArchive builds the cpio with mkuimage.
+func writeArchive(img Image, entries []image.Entry, tmp, out string, logf func(string, ...any)) error {
+	return image.WriteArchive(entries, img.Symlinks, tmp, out, logf)
 }
 
 // pruneImages keeps the keepImages most recently used archives of name.

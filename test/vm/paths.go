@@ -1,7 +1,6 @@
 package vm
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+
+	"github.com/mhcodi/mhcodi/guestraid/image"
 )
 
 // ErrMissing is wrapped by every error about something scripts/deps.sh
@@ -61,16 +62,7 @@ func CacheDir() (string, error) {
 
 // Kernel is the guest kernel scripts/deps.sh unpacked: Debian's vmlinuz and
 // its modules.
-type Kernel struct {
-	Dir     string // holds vmlinuz, VERSION and lib/modules/<Version>
-	Version string // uname -r of the kernel, e.g. 6.1.0-28-amd64
-}
-
-// Vmlinuz is the kernel image.
-func (k Kernel) Vmlinuz() string { return filepath.Join(k.Dir, "vmlinuz") }
-
-// ModulesDir is lib/modules/<version> on the host.
-func (k Kernel) ModulesDir() string { return filepath.Join(k.Dir, "lib", "modules", k.Version) }
+type Kernel = image.Kernel
 
 // FindKernel reads the kernel in dir, or in <CacheDir>/kernel if dir is "".
 func FindKernel(dir string) (Kernel, error) {
@@ -81,15 +73,9 @@ func FindKernel(dir string) (Kernel, error) {
 		}
 		dir = filepath.Join(cache, "kernel")
 	}
-	v, err := os.ReadFile(filepath.Join(dir, "VERSION"))
+	k, err := image.ReadKernel(dir)
 	if err != nil {
-		return Kernel{}, fmt.Errorf("guest kernel: %w: %w", err, ErrMissing)
-	}
-	k := Kernel{Dir: dir, Version: string(bytes.TrimSpace(v))}
-	for _, p := range []string{k.Vmlinuz(), filepath.Join(k.ModulesDir(), "modules.dep")} {
-		if _, err := os.Stat(p); err != nil {
-			return Kernel{}, fmt.Errorf("guest kernel %s: %w: %w", k.Version, err, ErrMissing)
-		}
+		return Kernel{}, fmt.Errorf("%w: %w", err, ErrMissing)
 	}
 	return k, nil
 }

@@ -1,0 +1,159 @@
+// Command mhcodi-workload is the guest image's test workload: it writes a
+// self-checking pattern to a block device until SIGTERM (write), checks a
+// region (verify) and measures sequential throughput (bench). Every line it
+// prints starts with "workload: " and carries JSON, for tests that read
+// the serial console.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mhcodi/mhcodi/guestraid/workload"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "write":
+		err = write(os.Args[2:])
+	case "verify":
+		err = verify(os.Args[2:])
+	case "bench":
+		err = bench(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		say("error", map[string]string{"error": err.Error()})
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: mhcodi-workload write|verify|bench [flags]")
+	os.Exit(2)
+}
+
+// say prints one console line: "workload: <kind> <json>".
+func say(kind string, v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(os.Stdout, "workload: %s %s\n", kind, b)
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "K"):
+		mult, s = 1<<10, strings.TrimSuffix(s, "K")
+	case strings.HasSuffix(s, "M"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mult, s = 1<<30, strings.TrimSuffix(s, "G")
+	}
+	var n int64
+	if _, err := fmt.Sscan(s, &n); err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M or G", s)
+	}
+	return n * mult, nil
+}
+
+func region(fs *flag.FlagSet, args []string) (workload.Options, error) {
+	var o workload.Options
+	fs.StringVar(&o.Device, "dev", "/dev/md0", "block device")
+	fs.Int64Var(&o.Offset, "offset", 0, "start of the region in bytes (multiple of 4096)")
+	size := fs.String("size", "16M", "length of the region (K, M, G suffixes)")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	n, err := parseSize(*size)
+	if err != nil {
+		return o, err
+	}
+	if o.Offset%workload.BlockSize != 0 || n%workload.BlockSize != 0 {
+		return o, fmt.Errorf("offset and size must be multiples of %d", workload.BlockSize)
+	}
+	o.Blocks = uint64(n / workload.BlockSize)
+	return o, nil
+}
+
+func write(args []string) error {
+	fs := flag.NewFlagSet("write", flag.ExitOnError)
+	pause := fs.Duration("pause", 0, "sleep between blocks")
+	every := fs.Duration("report", 2*time.Second, "progress line interval")
+	o, err := region(fs, args)
+	if err != nil {
+		return err
+	}
+	o.Pause, o.ReportEvery = *pause, *every
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	start := time.Now()
+	o.Report = func(p workload.Progress) { say("progress", p) }
+	o.Errorf = func(format string, a ...any) {
+		say("ioerror", map[string]any{"elapsed_s": time.Since(start).Seconds(), "error": fmt.Sprintf(format, a...)})
+	}
+	say("start", map[string]any{"device": o.Device, "offset": o.Offset, "blocks": o.Blocks})
+	p, err := workload.Run(ctx, o)
+	say("stopped", p)
+	if err != nil {
+		return err
+	}
+	if p.Errors > 0 {
+		return fmt.Errorf("%d write errors", p.Errors)
+	}
+	return nil
+}
+
+func verify(args []string) error {
+	o, err := region(flag.NewFlagSet("verify", flag.ExitOnError), args)
+	if err != nil {
+		return err
+	}
+	s, err := workload.VerifyDevice(o)
+	say("verify", s)
+	if err != nil {
+		return err
+	}
+	if !s.OK() {
+		return fmt.Errorf("region does not verify: %d bad blocks, %d errors", s.Bad, len(s.Errors))
+	}
+	return nil
+}
+
+// bench runs "op:device" measurements in order, e.g.
+// read:/dev/vda read:/dev/vdb write:/dev/vdb read:/dev/md0.
+func bench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	size := fs.String("size", "64M", "bytes per measurement")
+	req := fs.Int("req", 1<<20, "request size")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	n, err := parseSize(*size)
+	if err != nil {
+		return err
+	}
+	for _, m := range fs.Args() {
+		op, dev, ok := strings.Cut(m, ":")
+		if !ok {
+			return fmt.Errorf("measurement %q: want op:device", m)
+		}
+		t, err := workload.Sequential(dev, op, 0, n, *req)
+		if err != nil {
+			return err
+		}
+		say("bench", t)
+	}
+	return nil
+}
