@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -182,6 +183,11 @@ func (q *QMP) Execute(ctx context.Context, command string, args any, out any) er
 func (q *QMP) ctxErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+	}
+	// The socket's deadline is the context's, and may fire a moment
+	// before the context notices.
+	if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
 	}
 	return err
 }

@@ -76,8 +76,8 @@ type Credentials struct {
 
 // Secret is a QEMU secret object holding the CHAP password, read from File.
 type Secret struct {
-	ID   string
-	File string
+	ID   string `json:"id"`
+	File string `json:"file"`
 	// Data is what the caller writes to File (mode 0600) before QEMU
 	// starts. It is kept out of every rendering.
 	Data []byte `json:"-"`
@@ -87,42 +87,42 @@ type Secret struct {
 type Spec struct {
 	// NodeName names the block node (QEMU node-name, ≤ 31 bytes); it is
 	// the leg's serial, unique in the cluster and stable.
-	NodeName string
+	NodeName string `json:"node_name"`
 	// Serial is the virtio-blk serial the guest sees (naming.Serial).
-	Serial string
+	Serial string `json:"serial"`
 	// Leg is the leg this reaches.
-	Leg configs.LegInfo
+	Leg configs.LegInfo `json:"leg"`
 	// Host is the node that runs the guest (Options.Host); Remote says
 	// the leg lives on another node.
-	Host   string
-	Remote bool
+	Host   string `json:"host"`
+	Remote bool   `json:"remote"`
 
-	Driver string
+	Driver string `json:"driver"`
 	// Filename is the file or block device (file, host_device).
-	Filename string
+	Filename string `json:"filename,omitempty"`
 	// CacheDirect opens the file or device with O_DIRECT: the guest's own
 	// page cache is the only one, a write the guest flushed is on the
 	// disk and not in the host's memory, and the host's page cache does
 	// not fill with guest data that competes with the targetd of the
 	// same host.
-	CacheDirect bool
+	CacheDirect bool `json:"cache_direct,omitempty"`
 	// AIO is "threads" for files (native AIO blocks the submitting
 	// thread while a sparse file allocates) and "native" for block
 	// devices.
-	AIO string
+	AIO string `json:"aio,omitempty"`
 
 	// Portal is the owning node's SAN address (iscsi).
-	Portal netip.AddrPort
+	Portal netip.AddrPort `json:"portal,omitzero"`
 	// Target is the leg's target IQN.
-	Target string
+	Target string `json:"target,omitempty"`
 	// Initiator is Options.Host's initiator IQN: the name targetd's ACL
 	// and fencing know the host by.
-	Initiator string
+	Initiator string `json:"initiator,omitempty"`
 	// TimeoutSec is QEMU's iscsi "timeout" in seconds; 0 leaves it out.
-	TimeoutSec int
+	TimeoutSec int `json:"timeout_sec,omitempty"`
 	// User and Secret are set for CHAP.
-	User   string
-	Secret *Secret
+	User   string  `json:"user,omitempty"`
+	Secret *Secret `json:"secret,omitempty"`
 }
 
 // For says how Options.Host reaches leg.
