@@ -307,3 +307,7 @@ func repoRoot() (string, error) {
 		}
 	}
 }
+
+// ProcAlive reports whether a recorded process still runs (its PID names
+// the same process: the start time matches).
+func ProcAlive(p ProcState) bool { return sameProcess(p.PID, p.Start) }
