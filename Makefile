@@ -14,16 +14,26 @@ FUZZ_TARGETS := \
 	./targetd/pdu:FuzzDecode ./targetd/login:FuzzParseText ./targetd/login:FuzzLoginStep \
 	./targetd/scsi:FuzzExecute ./targetd/iscsi:FuzzFullFeature
 
-.PHONY: all deps build test unit lint fuzz demo bench clean
+.PHONY: all deps build image test unit lint fuzz demo bench clean
 
 all: build
 
 deps:
 	bash scripts/deps.sh
 
+# Static binaries (CGO_ENABLED=0): guestraid, mhcodi-workload and u-root's
+# init go into the guest image as they are, and static daemons need no
+# libc of a particular version on the hosts. GOAMD64=v1 runs on qemu's
+# default CPU model.
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 GOAMD64=v1 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 GOAMD64=v1 $(GO) build -trimpath -o $(BIN)/uroot-init github.com/u-root/u-root/cmds/core/init
+
+# The guest image (kernel + u-root initramfs with guestraid and mdadm) in
+# $(CACHE)/guest-image; rebuilt only when an input changed.
+image: deps build
+	$(BIN)/mhcodi image build --out $(CACHE)/guest-image --kernel-dir $(CACHE)/kernel --bin-dir $(BIN)
 
 lint: deps
 	$(GO) vet ./...

@@ -11,7 +11,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +33,8 @@ func main() {
 		err = verify(os.Args[2:])
 	case "bench":
 		err = bench(os.Args[2:])
+	case "auto":
+		err = auto()
 	default:
 		usage()
 	}
@@ -41,7 +45,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: mhcodi-workload write|verify|bench [flags]")
+	fmt.Fprintln(os.Stderr, "usage: mhcodi-workload write|verify|bench|auto [flags]")
 	os.Exit(2)
 }
 
@@ -90,6 +94,7 @@ func region(fs *flag.FlagSet, args []string) (workload.Options, error) {
 func write(args []string) error {
 	fs := flag.NewFlagSet("write", flag.ExitOnError)
 	pause := fs.Duration("pause", 0, "sleep between blocks")
+	dur := fs.Duration("for", 0, "stop after this long (default: at SIGTERM)")
 	every := fs.Duration("report", 2*time.Second, "progress line interval")
 	o, err := region(fs, args)
 	if err != nil {
@@ -98,6 +103,14 @@ func write(args []string) error {
 	o.Pause, o.ReportEvery = *pause, *every
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *dur > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *dur)
+		defer cancel()
+	}
+	if err := waitFor(ctx, o.Device, time.Minute); err != nil {
+		return err
+	}
 	start := time.Now()
 	o.Report = func(p workload.Progress) { say("progress", p) }
 	o.Errorf = func(format string, a ...any) {
@@ -144,16 +157,114 @@ func bench(args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, m := range fs.Args() {
+	return runBench(fs.Args(), n, *req)
+}
+
+// runBench runs the measurements in order; "stop:/dev/mdN" stops an array
+// (so a leg can then be written alone) and "idle:/dev/mdN" waits until
+// its resync is over.
+func runBench(list []string, n int64, req int) error {
+	for _, m := range list {
 		op, dev, ok := strings.Cut(m, ":")
 		if !ok {
 			return fmt.Errorf("measurement %q: want op:device", m)
 		}
-		t, err := workload.Sequential(dev, op, 0, n, *req)
+		switch op {
+		case "stop":
+			if out, err := exec.Command("/sbin/mdadm", "--stop", dev).CombinedOutput(); err != nil {
+				return fmt.Errorf("mdadm --stop %s: %w: %s", dev, err, out)
+			}
+			continue
+		case "idle":
+			if err := waitIdle(dev, 10*time.Minute); err != nil {
+				return err
+			}
+			continue
+		}
+		t, err := workload.Sequential(dev, op, 0, n, req)
 		if err != nil {
 			return err
 		}
 		say("bench", t)
 	}
+	say("bench-done", map[string]int{"measurements": len(list)})
 	return nil
+}
+
+// waitFor waits until path exists (md arrays appear after assembly).
+func waitFor(ctx context.Context, path string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not appear within %v", path, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// waitIdle waits until md's sync_action of dev is idle.
+func waitIdle(dev string, limit time.Duration) error {
+	if err := waitFor(context.Background(), dev, time.Minute); err != nil {
+		return err
+	}
+	p := filepath.Join("/sys/block", filepath.Base(dev), "md", "sync_action")
+	deadline := time.Now().Add(limit)
+	for {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("waiting for %s to be idle: %w", dev, err)
+		}
+		if strings.TrimSpace(string(b)) == "idle" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s still %s after %v", dev, strings.TrimSpace(string(b)), limit)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// auto does what the kernel command line asks for, so one guest image
+// serves tests, the demo and the benchmark: mhcodi.workload=write (with
+// mhcodi.workload.dev, .size, .pause), mhcodi.workload=bench (with
+// mhcodi.workload.bench=op:dev,… and .bench_size), or nothing.
+func auto() error {
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return err
+	}
+	p := map[string]string{}
+	for _, f := range strings.Fields(string(b)) {
+		if k, v, ok := strings.Cut(f, "="); ok && strings.HasPrefix(k, "mhcodi.workload") {
+			p[k] = v
+		}
+	}
+	get := func(k, def string) string {
+		if v, ok := p["mhcodi.workload."+k]; ok {
+			return v
+		}
+		return def
+	}
+	switch mode := p["mhcodi.workload"]; mode {
+	case "", "none":
+		return nil
+	case "write":
+		return write([]string{"-dev", get("dev", "/dev/md0"), "-size", get("size", "16M"),
+			"-pause", get("pause", "0s"), "-report", get("report", "2s")})
+	case "bench":
+		n, err := parseSize(get("bench_size", "64M"))
+		if err != nil {
+			return err
+		}
+		return runBench(strings.Split(get("bench", "idle:/dev/md0,read:/dev/md0"), ","), n, 1<<20)
+	default:
+		return fmt.Errorf("mhcodi.workload=%s: want write, bench or none", mode)
+	}
 }
