@@ -390,10 +390,13 @@ func TestSweepAfterSIGKILL(t *testing.T) {
 	}
 	assert.True(t, netnsExists(st.Hosts[0].Netns), "a SIGKILLed run leaves its namespaces; output:\n%s", log)
 	assert.False(t, st.OwnerAlive())
+	// Another run's NewT may sweep it first (it is stale to every run):
+	// what matters is that it is gone afterwards.
 	swept, err := SweepStale(context.Background())
 	require.NoError(t, err)
-	assert.Contains(t, swept, st.Prefix)
+	t.Logf("swept %v", swept)
 	assertGone(t, st)
+	assert.NoError(t, Sweep(context.Background(), st, false), "sweeping twice is harmless")
 }
 
 // TestMissingBinaries names the build step.
