@@ -68,7 +68,8 @@ func PlanAssemble(d DiskSpec, probes []LegProbe) AssemblePlan {
 		return planCreate(d, probes, present)
 	}
 
-	// One array: the UUID of the non-stale leg with the most events.
+	// One array: the UUID of the leg that carries the disk's array name,
+	// is not stale and has the most events.
 	best := -1
 	for _, i := range withSB {
 		if best < 0 || better(d, probes, i, best, true) {
@@ -160,8 +161,15 @@ func planCreate(d DiskSpec, probes []LegProbe, present []int) AssemblePlan {
 }
 
 // better says whether leg i beats leg j as the one whose superblock
-// decides: not stale (when avoidStale), more events, local, host order.
+// decides: the disk's array name, not stale (when avoidStale), more
+// events, local, host order.
 func better(d DiskSpec, probes []LegProbe, i, j int, avoidStale bool) bool {
+	if d.ArrayName != "" {
+		ni, nj := probes[i].Super.Name == d.ArrayName, probes[j].Super.Name == d.ArrayName
+		if ni != nj {
+			return ni
+		}
+	}
 	if avoidStale && d.Legs[i].Stale != d.Legs[j].Stale {
 		return !d.Legs[i].Stale
 	}
