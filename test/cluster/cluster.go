@@ -15,9 +15,12 @@
 //	c, err := cluster.New(ctx, cluster.Options{Nodes: 2, Witness: true})
 //	defer c.Close()
 //	b := c.Host("node-b")
-//	err = b.StartTargetd(ctx)
-//	out, err := c.Host("node-a").Exec(ctx, "iscsi-ls", "-i", iqn, "iscsi://"+b.Addr.String()+"/").CombinedOutput()
-//	b.Cut()  // its cable is pulled: nothing reaches it, it reaches nothing
+//	targetd, err := b.StartTargetd(ctx)
+//	a := c.Host("node-a")
+//	out, err := a.Exec(ctx, "iscsi-ls", "-i", a.InitiatorIQN(), "iscsi://"+b.Addr.String()+"/").CombinedOutput()
+//	err = b.Cut() // its cable is pulled: nothing reaches it, it reaches nothing
+//
+// In tests, NewT does the same and tears down when the test ends.
 package cluster
 
 import (
@@ -102,6 +105,11 @@ type Cluster struct {
 	mu      sync.Mutex // guards state-file writes and the hosts' process lists
 	closing bool
 
+	// setupMu is held while New builds the network, so a teardown started
+	// by a signal in the middle waits for the step under way (which then
+	// stops building) instead of racing it and missing a namespace.
+	setupMu sync.Mutex
+
 	closeOnce sync.Once
 	closeErr  error
 	sigStop   func() // ends the signal watch
@@ -180,7 +188,7 @@ func New(ctx context.Context, o Options) (_ *Cluster, err error) {
 			return nil, fmt.Errorf("own start time: %w", err)
 		}
 		c.owner = ownerRecord{PID: os.Getpid(), Start: start}
-		c.sigStop = c.watchSignals()
+		c.watchSignals()
 	}
 	defer func() {
 		if err != nil {
@@ -229,15 +237,34 @@ func New(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if err := c.saveState(); err != nil {
 		return nil, err
 	}
-	if err := c.buildNetwork(ctx); err != nil {
+	if err := c.setup(ctx); err != nil {
 		return nil, err
 	}
-	if c.Config, err = c.writeConfig(&c.opts); err != nil {
-		return nil, err
-	}
-	c.ConfigPath = c.Config.Path
 	c.log.Info("cluster up", "prefix", c.prefix, "subnet", c.subnet, "dir", c.dir, "config", c.ConfigPath)
 	return c, nil
+}
+
+// setup builds the network and writes the cluster file, holding setupMu.
+func (c *Cluster) setup(ctx context.Context) (err error) {
+	c.setupMu.Lock()
+	defer c.setupMu.Unlock()
+	if err := c.buildNetwork(ctx); err != nil {
+		return err
+	}
+	cfg, err := c.writeConfig(&c.opts)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Config, c.ConfigPath = cfg, cfg.Path
+	return nil
+}
+
+func (c *Cluster) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
 }
 
 // buildNetwork makes the bridge namespace and one namespace per host, each
@@ -264,6 +291,9 @@ func (c *Cluster) buildNetwork(ctx context.Context) error {
 		)
 	}
 	for _, s := range steps {
+		if c.isClosing() {
+			return errors.New("cluster network: torn down while being built (signal)")
+		}
 		if err := runIP(ctx, c.ip, s...); err != nil {
 			return fmt.Errorf("cluster network: %w", err)
 		}
@@ -327,6 +357,10 @@ func (c *Cluster) teardown() error {
 		// caller then, and raises the signal again itself.
 		c.sigStop()
 	}
+	// Wait for a New still building (only when a signal interrupts it).
+	c.setupMu.Lock()
+	//lint:ignore SA2001 a barrier: it only waits for setup to let go
+	c.setupMu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var errs []error
@@ -380,8 +414,8 @@ func (c *Cluster) teardown() error {
 // this cluster no longer listening, so it reaches whoever else listens
 // (another cluster in the same process, still tearing down) or, when no
 // one does, kills the process as if never caught: `go test` still reports
-// the interrupt. The returned func stops watching.
-func (c *Cluster) watchSignals() func() {
+// the interrupt. c.sigStop stops watching.
+func (c *Cluster) watchSignals() {
 	ch := make(chan os.Signal, 1)
 	for _, s := range []os.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		// A signal ignored at start (nohup, a background job) stays so.
@@ -397,6 +431,8 @@ func (c *Cluster) watchSignals() func() {
 			close(quit)
 		})
 	}
+	// Set before the watcher runs: teardown, which may run on it, reads it.
+	c.sigStop = stop
 	go func() {
 		select {
 		case <-quit:
@@ -415,5 +451,4 @@ func (c *Cluster) watchSignals() func() {
 			os.Exit(128 + int(s))
 		}
 	}()
-	return stop
 }

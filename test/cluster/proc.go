@@ -36,6 +36,9 @@ type Proc struct {
 	stopMu  sync.Mutex
 }
 
+// Host is the host the process runs in.
+func (p *Proc) Host() *Host { return p.host }
+
 // procStart reads the start time of pid from /proc/<pid>/stat, and whether
 // the process is a zombie (exited, not yet reaped: as good as gone).
 func procStart(pid int) (start uint64, zombie bool, err error) {
