@@ -385,3 +385,88 @@ func TestQEMUStartFailureSaysWhy(t *testing.T) {
 	t.Log(err)
 	assert.Contains(t, err.Error(), "qemu's stderr")
 }
+
+// TestQEMUGuestSeesItsDevices boots a guest whose job checks, from the
+// inside, what the driver gave it: each leg's serial on vda and vdb, the
+// guestraid channel's port name and the host info in fw_cfg. The job
+// then ends and test/vm's uinit powers the guest off, which must end
+// qemu by itself (no -no-shutdown); a start after that keeps the dead
+// run's console.
+func TestQEMUGuestSeesItsDevices(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	k, err := vm.FindKernel("")
+	require.NoError(t, err)
+
+	dir := shortTempDir(t)
+	// The cluster is written twice: first to learn the serials, then
+	// with the image whose job checks them.
+	sanB := fmt.Sprintf("127.0.0.12:%d", freePort(t, "127.0.0.12"))
+	cfg0, err := configs.Load(testCluster(t, dir, sanB, k.Vmlinuz(), k.Vmlinuz(), ""))
+	require.NoError(t, err)
+	spec0, err := SpecFor(cfg0, "hv", "node-a", nil)
+	require.NoError(t, err)
+	drives := spec0.Drives("vd")
+	info := `{"node":"node-a","epoch":7}`
+	img, err := vm.Build(ctx, vm.Image{
+		Name:    "hv-devices",
+		Go:      []vm.GoBinary{{Package: "github.com/mhcodi/mhcodi/test/vm/internal/vmcheck"}},
+		Modules: append(append([]string(nil), vm.VirtioBlk...), "virtio_console", "qemu_fw_cfg"),
+		Job: vm.Job{Argv: []string{"/bin/vmcheck",
+			"-contains", "/sys/block/vda/serial:" + drives[0].Serial,
+			"-contains", "/sys/block/vdb/serial:" + drives[1].Serial,
+			// virtio devices are numbered in PCI order: vda, vdb, then
+			// the virtio-serial controller with the channel on port 1.
+			"-contains", "/sys/class/virtio-ports/vport2p1/name:" + ChannelName,
+			"-contains", "/sys/firmware/qemu_fw_cfg/by_name/" + HostInfoName + "/raw:" + info,
+		}},
+	}, vm.Options{})
+	require.NoError(t, err)
+
+	var nb [8]byte
+	_, _ = rand.Read(nb[:])
+	nonce := hex.EncodeToString(nb[:])
+	cfgPath := testCluster(t, dir, sanB, k.Vmlinuz(), img.Path, nonceParam+"="+nonce+" panic=-1")
+	cfg, err := configs.Load(cfgPath)
+	require.NoError(t, err)
+	runDir := cfg.Hypervisor.RunDir
+	t.Cleanup(func() { killQEMUs(t, runDir) })
+	out, err := exec.Command(binary(t, "mhcodi"), "volume", "create", "--config", cfgPath, "--node", "node-a").CombinedOutput()
+	require.NoError(t, err, "volume create: %s", out)
+	startTargetd(t, cfgPath, dir, "node-b", sanB)
+
+	d, err := New(cfg, "node-a", Options{Prefix: []string{"nice", "-n", "19"},
+		Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))})
+	require.NoError(t, err)
+	spec, err := SpecFor(cfg, "hv", "node-a", []byte(info))
+	require.NoError(t, err)
+	require.Equal(t, drives[0].Serial, spec.Drives("vd")[0].Serial)
+
+	require.NoError(t, d.Start(ctx, spec))
+	st, err := d.Status(ctx, "hv")
+	require.NoError(t, err)
+	pid := st.PID
+	waitFor(t, 3*time.Minute, "qemu ends after the guest powers off", func() bool { return !alive(pid) })
+	con, err := os.ReadFile(st.Console)
+	require.NoError(t, err)
+	assert.Contains(t, string(con), "MHCODI-VM-EXIT "+nonce+" 0", "the guest's checks passed; console:\n%s", con)
+
+	_, err = d.Status(ctx, "hv")
+	require.ErrorIs(t, err, ErrNotRunning)
+	// qemu removed its sockets and pid file as it exited; the console
+	// stays for whoever wants to know why the guest ended.
+	assert.FileExists(t, st.Console)
+	require.NoError(t, d.Start(ctx, spec))
+	st2, err := d.Status(ctx, "hv")
+	require.NoError(t, err)
+	assert.NotEqual(t, pid, st2.PID)
+	prev, err := os.ReadFile(st.Console + ".1")
+	require.NoError(t, err)
+	assert.Contains(t, string(prev), "MHCODI-VM-EXIT "+nonce+" 0", "the previous run's console is kept")
+	require.NoError(t, d.Destroy(ctx, "hv"))
+	assert.False(t, alive(st2.PID))
+	assert.NoDirExists(t, filepath.Join(runDir, "hv"))
+}
