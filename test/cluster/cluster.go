@@ -137,6 +137,9 @@ func New(ctx context.Context, o Options) (_ *Cluster, err error) {
 	if o.IQNPrefix == "" {
 		o.IQNPrefix = "iqn.2026-11.org.mhcodi"
 	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("cluster: needs root: it creates network namespaces, veths and a bridge")
+	}
 	c := &Cluster{opts: o, log: o.Logger}
 	if c.log == nil {
 		c.log = slog.Default()
