@@ -95,6 +95,11 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 	if err := checkSocketPaths(dir); err != nil {
 		return fmt.Errorf("qemu: start %s: %w", spec.Name, err)
 	}
+	unlock, err := q.lockStart(spec.Name)
+	if err != nil {
+		return fmt.Errorf("qemu: start %s: %w", spec.Name, err)
+	}
+	defer unlock()
 	if st, err := q.Status(ctx, spec.Name); err == nil {
 		return fmt.Errorf("qemu: start %s: %w (pid %d, since %s); stop or destroy it first",
 			spec.Name, ErrAlreadyRunning, st.PID, st.Started.Format(time.RFC3339))
@@ -108,7 +113,8 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 	// copies are qemu's memory and the cluster's secrets file.
 	defer q.removeSecrets(spec)
 
-	args := QEMUArgs(spec, q.Accel(), q.opts.Network, q.opts.ExtraArgs)
+	accel := q.Accel()
+	args := QEMUArgs(spec, accel, q.opts.Network, q.opts.ExtraArgs)
 	argv := append(slices.Clone(q.opts.Prefix), q.binary)
 	argv = append(argv, args...)
 	stderrPath := filepath.Join(dir, StderrLog)
@@ -120,7 +126,7 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	cmd.WaitDelay = time.Second
-	q.log.Info("starting guest", "guest", spec.Name, "accel", q.Accel(), "argv", strings.Join(argv, " "))
+	q.log.Info("starting guest", "guest", spec.Name, "accel", accel, "argv", strings.Join(argv, " "))
 	runErr := cmd.Run()
 	if runErr != nil {
 		// qemu may have daemonized before the context ended; leave
@@ -144,6 +150,30 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 	}
 	q.log.Info("guest started", "guest", spec.Name, "pid", pid, "state", st)
 	return nil
+}
+
+// lockStart serialises starts of one guest on this host. Without it, two
+// starts could both find the guest not running, and the second would
+// remove the first's pid file before its qemu took the lock on it: two
+// runners of one guest. The lock is a file beside the guest's directory,
+// which Destroy removes.
+func (q *QEMU) lockStart(name string) (func(), error) {
+	if err := os.MkdirAll(q.runDir, 0o700); err != nil {
+		return nil, err
+	}
+	p := filepath.Join(q.runDir, "."+name+".lock")
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another start of this guest is in progress (%s is locked)", p)
+		}
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	return func() { f.Close() }, nil
 }
 
 // prepare makes the guest's run directory ready: stale files of a dead

@@ -378,6 +378,13 @@ func TestQEMUStartFailureSaysWhy(t *testing.T) {
 	_, serr := d.Status(ctx, "hv")
 	assert.True(t, errors.Is(serr, ErrNotRunning))
 
+	// A start already in progress (its lock held) is not raced.
+	lock, err := os.OpenFile(filepath.Join(cfg.Hypervisor.RunDir, ".hv.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	require.NoError(t, err)
+	require.NoError(t, syscall.Flock(int(lock.Fd()), syscall.LOCK_EX))
+	assert.ErrorContains(t, d.Start(ctx, spec), "another start of this guest is in progress")
+	require.NoError(t, lock.Close())
+
 	// Without the remote leg, the kernel is what qemu refuses.
 	spec.Disks[0].Legs = spec.Disks[0].Legs[:1]
 	err = d.Start(ctx, spec)
