@@ -58,6 +58,9 @@ type Options struct {
 	// ClusterName and IQNPrefix default to "test" and
 	// "iqn.2026-11.org.mhcodi".
 	ClusterName, IQNPrefix string
+	// Hypervisor are more "key: value" lines of the hypervisor section
+	// (io_timeout: 3s).
+	Hypervisor []string
 	// ImageDir is hypervisor.image_dir; default <dir>/image.
 	ImageDir string
 

@@ -89,6 +89,9 @@ func (c *Cluster) writeConfig(o *Options) (*configs.Config, error) {
 	}
 	fmt.Fprintf(&b, "\nhypervisor:\n  driver: qemu\n  accel: tcg\n  run_dir: %s\n  image_dir: %s\n",
 		q(c.path("run")), q(o.ImageDir))
+	for _, l := range o.Hypervisor {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
 	// link_dir must be absolute and is per node by construction
 	// (<link_dir>/<guest>/<disk>/<node>), so one directory of the run does.
 	fmt.Fprintf(&b, "\ninitiator:\n  link_dir: %s\n", q(c.path("links")))
