@@ -1,0 +1,385 @@
+package iscsiclient
+
+import (
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/mhcodi/mhcodi/targetd/login"
+	"github.com/mhcodi/mhcodi/targetd/pdu"
+)
+
+// Params are what the login settled, as the initiator applies them.
+type Params struct {
+	HeaderDigest bool
+	// TargetMaxRecvDataSegmentLength is the most data we may put in one
+	// PDU (what the target declared, 8192 if it did not).
+	TargetMaxRecvDataSegmentLength uint32
+	// MaxRecvDataSegmentLength is what we declared: the most the target
+	// puts in one PDU to us.
+	MaxRecvDataSegmentLength uint32
+	MaxBurstLength           uint32
+	FirstBurstLength         uint32
+	ImmediateData            bool
+	InitialR2T               bool
+	TSIH                     uint16
+}
+
+// What we offer. The burst sizes match targetd's defaults, so a 1 MiB
+// write goes out as 256 KiB of immediate data and one R2T'd burst.
+const (
+	ourMaxRecvDataSegmentLength = 262144
+	ourMaxBurstLength           = 1048576
+	ourFirstBurstLength         = 262144
+)
+
+// LoginError is a login the target refused with a Login Response status
+// (RFC 7143 §11.13.5). Class 2 (initiator error: authentication,
+// authorization, not found) will not succeed by retrying; class 3 might.
+type LoginError struct {
+	Status login.Status
+	Target string
+}
+
+func (e *LoginError) Error() string {
+	return fmt.Sprintf("login to %s refused with status %v", e.Target, e.Status)
+}
+
+// Refused reports whether the target refused this initiator (status class
+// 2): wrong CHAP, not allowed by the ACL, unknown target.
+func (e *LoginError) Refused() bool { return e.Status.Class() == 2 }
+
+// loginRequest is one Login Request the machine wants sent.
+type loginRequest struct {
+	Transit, Continue bool
+	CSG, NSG          uint8
+	KVs               []login.KV
+}
+
+// loginResponse is the part of a Login Response the machine reads.
+type loginResponse struct {
+	Transit, Continue bool
+	CSG, NSG          uint8
+	Status            login.Status
+	TSIH              uint16
+	Data              []byte
+}
+
+// chapStep is how far one-way CHAP got.
+type chapStep uint8
+
+const (
+	chapNone    chapStep = iota
+	chapSentA            // CHAP_A sent, waiting for the challenge
+	chapAnswered         // CHAP_N/CHAP_R sent
+)
+
+// loginMachine runs the initiator side of a login: security stage (with
+// CHAP when the target asks for it and we have credentials), operational
+// stage, full feature phase. It does no I/O: start gives the first
+// request, step takes each response and gives the next request, until done.
+type loginMachine struct {
+	cfg    Config
+	stage  uint8
+	chap   chapStep
+	text   []byte // response text accumulated over C=1 responses
+	rounds int
+	params Params
+	done   bool
+}
+
+// maxLoginRounds stops a target that never lets the login finish.
+const maxLoginRounds = 16
+
+func newLoginMachine(cfg Config) *loginMachine {
+	return &loginMachine{cfg: cfg, params: Params{
+		TargetMaxRecvDataSegmentLength: 8192,
+		MaxRecvDataSegmentLength:       ourMaxRecvDataSegmentLength,
+		MaxBurstLength:                 262144,
+		FirstBurstLength:               65536,
+		ImmediateData:                  true,
+		InitialR2T:                     true,
+	}}
+}
+
+func (m *loginMachine) start() loginRequest {
+	auth := "None"
+	if m.cfg.CHAP != nil {
+		// Offer both: the target decides whether it wants CHAP.
+		auth = "CHAP,None"
+	}
+	return loginRequest{Transit: true, CSG: login.StageSecurity, NSG: login.StageOperational, KVs: []login.KV{
+		{Key: login.KeyInitiatorName, Value: m.cfg.InitiatorIQN},
+		{Key: login.KeyTargetName, Value: m.cfg.TargetIQN},
+		{Key: login.KeySessionType, Value: "Normal"},
+		{Key: login.KeyAuthMethod, Value: auth},
+	}}
+}
+
+func (m *loginMachine) operationalKeys() []login.KV {
+	hd := "None"
+	if m.cfg.HeaderDigest {
+		hd = "CRC32C,None"
+	}
+	u := func(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+	return []login.KV{
+		{Key: login.KeyHeaderDigest, Value: hd},
+		{Key: login.KeyDataDigest, Value: "None"},
+		{Key: login.KeyMaxConnections, Value: "1"},
+		{Key: login.KeyInitialR2T, Value: "No"},
+		{Key: login.KeyImmediateData, Value: "Yes"},
+		{Key: login.KeyMaxRecvDataSegmentLength, Value: u(ourMaxRecvDataSegmentLength)},
+		{Key: login.KeyMaxBurstLength, Value: u(ourMaxBurstLength)},
+		{Key: login.KeyFirstBurstLength, Value: u(ourFirstBurstLength)},
+		{Key: login.KeyDefaultTime2Wait, Value: "0"},
+		{Key: login.KeyDefaultTime2Retain, Value: "0"},
+		{Key: login.KeyMaxOutstandingR2T, Value: "1"},
+		{Key: login.KeyDataPDUInOrder, Value: "Yes"},
+		{Key: login.KeyDataSequenceInOrder, Value: "Yes"},
+		{Key: login.KeyErrorRecoveryLevel, Value: "0"},
+	}
+}
+
+// step consumes one Login Response. It returns the next request, or done
+// once full feature phase is reached.
+func (m *loginMachine) step(r loginResponse) (next loginRequest, done bool, err error) {
+	m.rounds++
+	if m.rounds > maxLoginRounds {
+		return next, false, fmt.Errorf("login did not finish after %d exchanges", maxLoginRounds)
+	}
+	if r.Status != login.StatusSuccess {
+		return next, false, &LoginError{Status: r.Status, Target: m.cfg.TargetIQN}
+	}
+	if r.CSG != m.stage {
+		return next, false, fmt.Errorf("login response for stage %d while in stage %d", r.CSG, m.stage)
+	}
+	m.text = append(m.text, r.Data...)
+	if r.Continue {
+		// More response text: fetch it with an empty request.
+		return loginRequest{CSG: m.stage}, false, nil
+	}
+	kvs, err := parseResponseText(m.text)
+	m.text = nil
+	if err != nil {
+		return next, false, fmt.Errorf("login response text: %w", err)
+	}
+	m.params.TSIH = r.TSIH
+	switch m.stage {
+	case login.StageSecurity:
+		return m.security(r, kvs)
+	case login.StageOperational:
+		if err := m.apply(kvs); err != nil {
+			return next, false, err
+		}
+		if r.Transit && r.NSG == login.StageFullFeature {
+			m.done = true
+			return next, true, nil
+		}
+		// The target is not done: ask again to move on.
+		return loginRequest{Transit: true, CSG: login.StageOperational, NSG: login.StageFullFeature}, false, nil
+	}
+	return next, false, fmt.Errorf("login in unexpected stage %d", m.stage)
+}
+
+func (m *loginMachine) security(r loginResponse, kvs []login.KV) (loginRequest, bool, error) {
+	if am, ok := login.Lookup(kvs, login.KeyAuthMethod); ok {
+		switch am {
+		case "None":
+		case "CHAP":
+			if m.cfg.CHAP == nil {
+				return loginRequest{}, false, fmt.Errorf("target %s requires CHAP; no CHAP credentials configured", m.cfg.TargetIQN)
+			}
+			if m.chap == chapNone {
+				m.chap = chapSentA
+				return loginRequest{CSG: login.StageSecurity, NSG: login.StageOperational,
+					KVs: []login.KV{{Key: login.KeyCHAPA, Value: "5"}}}, false, nil
+			}
+		default:
+			return loginRequest{}, false, fmt.Errorf("target chose AuthMethod=%s, which was not offered", am)
+		}
+	}
+	if m.chap == chapSentA {
+		if _, ok := login.Lookup(kvs, login.KeyCHAPC); ok {
+			resp, err := m.chapAnswer(kvs)
+			if err != nil {
+				return loginRequest{}, false, err
+			}
+			m.chap = chapAnswered
+			return loginRequest{Transit: true, CSG: login.StageSecurity, NSG: login.StageOperational, KVs: resp}, false, nil
+		}
+	}
+	if r.Transit {
+		if r.NSG == login.StageFullFeature {
+			// A target may skip the operational stage; the defaults hold.
+			if err := m.apply(kvs); err != nil {
+				return loginRequest{}, false, err
+			}
+			m.done = true
+			return loginRequest{}, true, nil
+		}
+		m.stage = login.StageOperational
+		return loginRequest{Transit: true, CSG: login.StageOperational, NSG: login.StageFullFeature, KVs: m.operationalKeys()}, false, nil
+	}
+	// Security stage continues with nothing new from us: say we want to move on.
+	return loginRequest{Transit: true, CSG: login.StageSecurity, NSG: login.StageOperational}, false, nil
+}
+
+// chapAnswer computes CHAP_N/CHAP_R for the target's CHAP_I/CHAP_C (RFC
+// 1994: MD5 over identifier, secret and challenge).
+func (m *loginMachine) chapAnswer(kvs []login.KV) ([]login.KV, error) {
+	if a, _ := login.Lookup(kvs, login.KeyCHAPA); a != "5" {
+		return nil, fmt.Errorf("target chose CHAP_A=%q; only 5 (MD5) was offered", a)
+	}
+	is, _ := login.Lookup(kvs, login.KeyCHAPI)
+	id, err := strconv.ParseUint(is, 0, 8)
+	if err != nil {
+		return nil, fmt.Errorf("CHAP_I %q: %w", is, err)
+	}
+	cs, _ := login.Lookup(kvs, login.KeyCHAPC)
+	chall, err := decodeBinary(cs)
+	if err != nil {
+		return nil, fmt.Errorf("CHAP_C: %w", err)
+	}
+	h := md5.New()
+	h.Write([]byte{byte(id)})
+	h.Write([]byte(m.cfg.CHAP.Secret))
+	h.Write(chall)
+	return []login.KV{
+		{Key: login.KeyCHAPN, Value: m.cfg.CHAP.User},
+		{Key: login.KeyCHAPR, Value: "0x" + hex.EncodeToString(h.Sum(nil))},
+	}, nil
+}
+
+// decodeBinary reads an RFC 7143 §6.1 binary value: 0x hex or 0b base64.
+func decodeBinary(v string) ([]byte, error) {
+	switch {
+	case len(v) > 2 && (strings.HasPrefix(v, "0x") || strings.HasPrefix(v, "0X")):
+		return hex.DecodeString(v[2:])
+	case len(v) > 2 && (strings.HasPrefix(v, "0b") || strings.HasPrefix(v, "0B")):
+		return base64.StdEncoding.DecodeString(v[2:])
+	}
+	return nil, fmt.Errorf("%q is not a 0x or 0b binary value", v)
+}
+
+// apply records the target's answers to our operational keys.
+func (m *loginMachine) apply(kvs []login.KV) error {
+	p := &m.params
+	for _, kv := range kvs {
+		num := func() (uint32, error) {
+			n, err := strconv.ParseUint(kv.Value, 10, 32)
+			if err != nil {
+				return 0, fmt.Errorf("login key %s=%q: %w", kv.Key, kv.Value, err)
+			}
+			return uint32(n), nil
+		}
+		var err error
+		switch kv.Key {
+		case login.KeyHeaderDigest:
+			switch kv.Value {
+			case "CRC32C":
+				p.HeaderDigest = m.cfg.HeaderDigest
+				if !m.cfg.HeaderDigest {
+					err = errors.New("target chose HeaderDigest=CRC32C, which was not offered")
+				}
+			case "None":
+				p.HeaderDigest = false
+			default:
+				err = fmt.Errorf("target answered HeaderDigest=%s", kv.Value)
+			}
+		case login.KeyDataDigest:
+			if kv.Value != "None" {
+				err = fmt.Errorf("target answered DataDigest=%s; only None was offered", kv.Value)
+			}
+		case login.KeyMaxRecvDataSegmentLength:
+			p.TargetMaxRecvDataSegmentLength, err = num()
+			if err == nil && p.TargetMaxRecvDataSegmentLength < 512 {
+				err = fmt.Errorf("target declared MaxRecvDataSegmentLength=%d, below 512", p.TargetMaxRecvDataSegmentLength)
+			}
+		case login.KeyMaxBurstLength:
+			p.MaxBurstLength, err = num()
+		case login.KeyFirstBurstLength:
+			p.FirstBurstLength, err = num()
+		case login.KeyImmediateData:
+			p.ImmediateData = kv.Value == "Yes"
+		case login.KeyInitialR2T:
+			p.InitialR2T = kv.Value == "Yes"
+		case login.KeyErrorRecoveryLevel:
+			if kv.Value != "0" {
+				err = fmt.Errorf("target answered ErrorRecoveryLevel=%s; only 0 is supported", kv.Value)
+			}
+		case login.KeyMaxOutstandingR2T:
+			if kv.Value != "1" {
+				err = fmt.Errorf("target answered MaxOutstandingR2T=%s; 1 was offered", kv.Value)
+			}
+		case login.KeyDataPDUInOrder, login.KeyDataSequenceInOrder:
+			if kv.Value != "Yes" {
+				err = fmt.Errorf("target answered %s=%s; in-order data is required", kv.Key, kv.Value)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if p.MaxBurstLength < 512 || p.FirstBurstLength > p.MaxBurstLength {
+		return fmt.Errorf("target settled MaxBurstLength=%d FirstBurstLength=%d", p.MaxBurstLength, p.FirstBurstLength)
+	}
+	return nil
+}
+
+// parseResponseText parses key=value text; unlike login.ParseText it lets
+// keys repeat, as a target answering several rounds may.
+func parseResponseText(b []byte) ([]login.KV, error) {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var kvs []login.KV
+	for _, pair := range strings.Split(string(b), "\x00") {
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q has no '='", pair)
+		}
+		kvs = append(kvs, login.KV{Key: k, Value: v})
+	}
+	return kvs, nil
+}
+
+// encodeLoginRequest fills a Login Request header (RFC 7143 §11.12).
+func encodeLoginRequest(h *pdu.Header, r loginRequest, isid [6]byte, itt, cmdSN, expStatSN uint32) []byte {
+	*h = pdu.Header{}
+	h[0] = 0x40 | byte(pdu.OpLoginReq) // login requests are immediate
+	h[1] = r.CSG<<2 | r.NSG
+	if r.Transit {
+		h[1] |= 0x80
+	} else {
+		h[1] &^= 3 // NSG is reserved without T
+	}
+	if r.Continue {
+		h[1] |= 0x40
+	}
+	h.SetISIDTSIH(isid, 0)
+	h.SetITT(itt)
+	// CID 0 (bytes 20-21).
+	h.PutU32(pdu.OffCmdSN, cmdSN)
+	h.PutU32(pdu.OffExpSN, expStatSN)
+	return login.EncodeText(r.KVs)
+}
+
+// decodeLoginResponse reads a Login Response header.
+func decodeLoginResponse(h *pdu.Header, data []byte) loginResponse {
+	return loginResponse{
+		Transit:  h[1]&0x80 != 0,
+		Continue: h[1]&0x40 != 0,
+		CSG:      h[1] >> 2 & 3,
+		NSG:      h[1] & 3,
+		Status:   login.Status(uint16(h[36])<<8 | uint16(h[37])),
+		TSIH:     h.TSIH(),
+		Data:     data,
+	}
+}

@@ -1,0 +1,123 @@
+package iscsiclient
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mhcodi/mhcodi/targetd/login"
+)
+
+const (
+	testTarget    = "iqn.2026-11.org.mhcodi:demo.node-a.demo.root"
+	testInitiator = "iqn.2026-11.org.mhcodi:demo.node-b.initiator"
+)
+
+// runLogin drives our login machine against targetd's own (pure) login
+// machine, with no socket between them.
+func runLogin(t *testing.T, cfg Config, dec login.Decision) (Params, login.Result, error) {
+	t.Helper()
+	tgt := login.New(login.Config{
+		Authorize: func(in, tn string, discovery bool) (login.Decision, error) {
+			assert.Equal(t, testInitiator, in)
+			assert.Equal(t, testTarget, tn)
+			assert.False(t, discovery)
+			return dec, nil
+		},
+		Rand: bytes.NewReader(bytes.Repeat([]byte{7}, 4096)),
+	})
+	m := newLoginMachine(cfg)
+	req := m.start()
+	for range 20 {
+		resp, err := tgt.Step(login.Request{
+			Transit: req.Transit, Continue: req.Continue, CSG: req.CSG, NSG: req.NSG,
+			Data: login.EncodeText(req.KVs),
+		})
+		if err != nil {
+			require.NotZero(t, resp.StatusClass)
+		}
+		next, done, merr := m.step(loginResponse{Transit: resp.Transit, Continue: resp.Continue,
+			CSG: resp.CSG, NSG: resp.NSG, Status: resp.Status(), Data: resp.Data})
+		if merr != nil {
+			return Params{}, tgt.Result(), merr
+		}
+		if done {
+			require.True(t, tgt.Done(), "initiator thinks the login is done, the target does not")
+			return m.params, tgt.Result(), nil
+		}
+		req = next
+	}
+	t.Fatal("login did not finish")
+	return Params{}, login.Result{}, nil
+}
+
+func TestLoginNoAuth(t *testing.T) {
+	p, res, err := runLogin(t, Config{TargetIQN: testTarget, InitiatorIQN: testInitiator}, login.Decision{Allowed: true})
+	require.NoError(t, err)
+	assert.False(t, res.CHAP)
+	assert.False(t, p.HeaderDigest)
+	assert.Equal(t, uint32(262144), p.TargetMaxRecvDataSegmentLength, "targetd declares 256 KiB")
+	assert.Equal(t, uint32(1048576), p.MaxBurstLength)
+	assert.Equal(t, uint32(262144), p.FirstBurstLength)
+	assert.True(t, p.ImmediateData)
+	assert.False(t, p.InitialR2T)
+	assert.Equal(t, uint32(ourMaxRecvDataSegmentLength), res.Params.InitiatorMaxRecvDataSegmentLength)
+	assert.Equal(t, uint8(0), res.Params.ErrorRecoveryLevel)
+}
+
+func TestLoginHeaderDigest(t *testing.T) {
+	p, res, err := runLogin(t, Config{TargetIQN: testTarget, InitiatorIQN: testInitiator, HeaderDigest: true}, login.Decision{Allowed: true})
+	require.NoError(t, err)
+	assert.True(t, p.HeaderDigest)
+	assert.True(t, res.Params.HeaderDigest)
+	assert.False(t, res.Params.DataDigest)
+}
+
+func TestLoginCHAP(t *testing.T) {
+	creds := &login.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
+	cfg := Config{TargetIQN: testTarget, InitiatorIQN: testInitiator, CHAP: &CHAP{User: creds.User, Secret: creds.Secret}}
+	_, res, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds})
+	require.NoError(t, err)
+	assert.True(t, res.CHAP)
+	assert.Equal(t, testInitiator, res.CHAPUser)
+}
+
+func TestLoginCHAPWrongSecret(t *testing.T) {
+	creds := &login.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
+	cfg := Config{TargetIQN: testTarget, InitiatorIQN: testInitiator, CHAP: &CHAP{User: creds.User, Secret: "another-secret-entirely"}}
+	_, _, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds})
+	var le *LoginError
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, login.StatusAuthFailed, le.Status)
+	assert.True(t, le.Refused())
+}
+
+func TestLoginCHAPRequiredButNotConfigured(t *testing.T) {
+	creds := &login.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
+	_, _, err := runLogin(t, Config{TargetIQN: testTarget, InitiatorIQN: testInitiator}, login.Decision{Allowed: true, CHAP: creds})
+	var le *LoginError
+	require.ErrorAs(t, err, &le, "the target refuses AuthMethod=None when it wants CHAP")
+	assert.True(t, le.Refused())
+}
+
+func TestLoginNotAllowed(t *testing.T) {
+	_, _, err := runLogin(t, Config{TargetIQN: testTarget, InitiatorIQN: testInitiator}, login.Decision{})
+	var le *LoginError
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, login.StatusAuthorizationFailed, le.Status)
+	assert.True(t, le.Refused())
+	assert.Contains(t, le.Error(), "authorization failure")
+}
+
+func TestDecodeBinary(t *testing.T) {
+	b, err := decodeBinary("0x0aff")
+	require.NoError(t, err)
+	assert.Equal(t, []byte{0x0a, 0xff}, b)
+	b, err = decodeBinary("0bAQI=")
+	require.NoError(t, err)
+	assert.Equal(t, []byte{1, 2}, b)
+	_, err = decodeBinary("12")
+	assert.Error(t, err)
+}
