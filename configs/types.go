@@ -145,10 +145,24 @@ type Hypervisor struct {
 	// StopTimeout is how long a stop waits after the ACPI power button
 	// before it destroys the guest.
 	StopTimeout time.Duration `mapstructure:"stop_timeout" json:"stop_timeout"`
-	// IOTimeout is how long the hypervisor's own iSCSI initiator waits for
-	// a remote leg before it fails the request (QEMU's iscsi "timeout").
+	// IOTimeout is how long a request to a remote leg may wait for its
+	// target before it fails, so md drops the leg instead of stalling the
+	// guest (the leg bridge's timeout, or QEMU's iscsi "timeout").
 	IOTimeout time.Duration `mapstructure:"io_timeout" json:"io_timeout"`
+	// RemoteLegs is how qemu reaches a remote leg when no kernel
+	// initiator imports it: "bridge" (NBD over a unix socket to
+	// mhcodi-bridge, a userspace iSCSI initiator that fails requests after
+	// io_timeout and logs in again by itself) or "libiscsi" (QEMU's own
+	// iSCSI driver, which freezes the whole guest while a target is
+	// down: measured, see README).
+	RemoteLegs string `mapstructure:"remote_legs" json:"remote_legs"`
 }
+
+// Ways qemu reaches a remote leg (hypervisor.remote_legs).
+const (
+	RemoteBridge   = "bridge"
+	RemoteLibiscsi = "libiscsi"
+)
 
 // Initiator backends.
 const (

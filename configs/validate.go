@@ -139,6 +139,12 @@ func (c *Config) validateHypervisor(v *validator) {
 	h.ImageDir = resolve(c.Dir, h.ImageDir)
 	checkRange(v, "hypervisor.stop_timeout", h.StopTimeout, stopTimeoutRange)
 	checkRange(v, "hypervisor.io_timeout", h.IOTimeout, ioTimeoutRange)
+	if h.RemoteLegs == "" {
+		h.RemoteLegs = RemoteBridge
+	}
+	if h.RemoteLegs != RemoteBridge && h.RemoteLegs != RemoteLibiscsi {
+		v.addf("hypervisor.remote_legs", "%q is not a way to reach a remote leg: use %q or %q", h.RemoteLegs, RemoteBridge, RemoteLibiscsi)
+	}
 	for i := range c.Guests {
 		b := &c.Guests[i].Boot
 		key := fmt.Sprintf("guests[%d].boot", i)

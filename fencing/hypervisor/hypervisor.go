@@ -90,6 +90,13 @@ type Options struct {
 	// Network holds qemu's network arguments (e.g. "-nic",
 	// "tap,ifname=…"); nil means "-nic none".
 	Network []string
+	// Bridge is the mhcodi-bridge binary that serves remote legs to qemu
+	// (hypervisor.remote_legs: bridge); default: beside this program,
+	// else in PATH.
+	Bridge string
+	// RunDir overrides hypervisor.run_dir: the parent of the guests' run
+	// directories (tests run several hosts on one machine).
+	RunDir string
 	// Runner runs xl (xen driver); default: exec with Prefix.
 	Runner Runner
 	// Logger receives what the driver does; default slog.Default().

@@ -53,6 +53,9 @@ func NewQEMU(cfg *configs.Config, node string, o Options) (*QEMU, error) {
 		bin = configs.DefaultQEMU
 	}
 	runDir := cfg.Hypervisor.RunDir
+	if o.RunDir != "" {
+		runDir = o.RunDir
+	}
 	if runDir == "" {
 		return nil, errors.New("hypervisor: qemu: no hypervisor.run_dir")
 	}
@@ -112,6 +115,9 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 	// The secrets are read by qemu while it sets up; afterwards the only
 	// copies are qemu's memory and the cluster's secrets file.
 	defer q.removeSecrets(spec)
+	if err := q.startBridge(ctx, spec); err != nil {
+		return fmt.Errorf("qemu: start %s: %w", spec.Name, err)
+	}
 
 	accel := q.Accel()
 	args := QEMUArgs(spec, accel, q.opts.Network, q.opts.ExtraArgs)
@@ -134,10 +140,12 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 		if pid, ok := q.ownedPID(spec.Name); ok {
 			_ = q.kill(spec.Name, pid)
 		}
+		q.stopBridge(spec.Name)
 		return fmt.Errorf("qemu: start %s: %s: %w%s", spec.Name, argv[0], runErr, stderrTail(stderrPath))
 	}
 	pid, ok := q.ownedPID(spec.Name)
 	if !ok {
+		q.stopBridge(spec.Name)
 		return fmt.Errorf("qemu: start %s: qemu exited with success but no qemu runs with pid file %s%s",
 			spec.Name, filepath.Join(dir, PIDFile), stderrTail(stderrPath))
 	}
@@ -146,6 +154,7 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 	st, err := q.queryStatus(qctx, spec.Name)
 	if err != nil {
 		_ = q.kill(spec.Name, pid)
+		q.stopBridge(spec.Name)
 		return fmt.Errorf("qemu: start %s: qemu (pid %d) does not answer on QMP: %w%s", spec.Name, pid, err, stderrTail(stderrPath))
 	}
 	q.log.Info("guest started", "guest", spec.Name, "pid", pid, "state", st)
@@ -305,13 +314,20 @@ func (q *QEMU) kill(name string, pid int) error {
 	return nil
 }
 
-// cleanup removes a guest's run directory once its qemu is gone.
+// cleanup ends the guest's leg bridge and removes what its run directory
+// holds for a running guest (sockets, pid files, host info) once its qemu
+// is gone. The logs (console, qemu's stderr, the bridge's) stay for the
+// operator; the next start keeps one previous console.
 func (q *QEMU) cleanup(name string) {
 	if _, ok := q.ownedPID(name); ok {
 		return
 	}
-	if err := os.RemoveAll(q.dir(name)); err != nil {
-		q.log.Warn("cannot remove the run directory", "dir", q.dir(name), "err", err)
+	q.stopBridge(name)
+	dir := q.dir(name)
+	for _, f := range []string{QMPSocket, ChannelSocket, PIDFile, HostInfoFile, BridgeDir} {
+		if err := os.RemoveAll(filepath.Join(dir, f)); err != nil {
+			q.log.Warn("cannot clean the run directory", "file", filepath.Join(dir, f), "err", err)
+		}
 	}
 }
 

@@ -226,6 +226,7 @@ func TestQEMUGuestLifecycle(t *testing.T) {
 		// The guest is a CPU hog under TCG; the host's other work
 		// (targetd, other tests) goes first.
 		Prefix: []string{"nice", "-n", "19"},
+		Bridge: binary(t, "mhcodi-bridge"),
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	require.NoError(t, err)
@@ -305,7 +306,7 @@ func TestQEMUGuestLifecycle(t *testing.T) {
 	for _, b := range blocks {
 		got[b.Inserted.NodeName] = b.Inserted.Drv
 	}
-	assert.Equal(t, map[string]string{drives[0].NodeName: "file", drives[1].NodeName: "iscsi"}, got)
+	assert.Equal(t, map[string]string{drives[0].NodeName: "file", drives[1].NodeName: "nbd"}, got)
 	for _, dr := range drives {
 		var serial string
 		require.NoError(t, qmp.Execute(ctx, "qom-get", map[string]any{"path": "/machine/peripheral/" + dr.Dev, "property": "serial"}, &serial))
@@ -357,6 +358,9 @@ func TestQEMUStartFailureSaysWhy(t *testing.T) {
 	cfgPath := testCluster(t, dir, sanB, kernel, kernel, "")
 	cfg, err := configs.Load(cfgPath)
 	require.NoError(t, err)
+	// QEMU's own initiator fails the start when it cannot reach the
+	// target (the leg bridge would start, and fail requests later).
+	cfg.Hypervisor.RemoteLegs = configs.RemoteLibiscsi
 	t.Cleanup(func() { killQEMUs(t, cfg.Hypervisor.RunDir) })
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "vol-a"), 0o755))
 	f, err := os.Create(filepath.Join(dir, "vol-a", "mhc-hv-root"))
@@ -445,7 +449,7 @@ func TestQEMUGuestSeesItsDevices(t *testing.T) {
 	require.NoError(t, err, "volume create: %s", out)
 	startTargetd(t, cfgPath, dir, "node-b", sanB)
 
-	d, err := New(cfg, "node-a", Options{Prefix: []string{"nice", "-n", "19"},
+	d, err := New(cfg, "node-a", Options{Prefix: []string{"nice", "-n", "19"}, Bridge: binary(t, "mhcodi-bridge"),
 		Logger: slog.New(slog.NewTextHandler(tlog{t}, nil))})
 	require.NoError(t, err)
 	spec, err := SpecFor(cfg, "hv", "node-a", []byte(info))

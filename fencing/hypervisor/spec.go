@@ -106,6 +106,7 @@ func (s GuestSpec) Secrets() []drive.Secret {
 
 // specOptions are SpecFor's options.
 type specOptions struct {
+	runDir    string
 	chap      *configs.CHAPSecrets
 	noDirect  bool
 	ioTimeout time.Duration
@@ -119,6 +120,12 @@ type SpecOption func(*specOptions)
 // node has none.
 func WithCHAP(s *configs.CHAPSecrets) SpecOption {
 	return func(o *specOptions) { o.chap = s }
+}
+
+// WithRunDir overrides hypervisor.run_dir, the parent of the guests' run
+// directories (the driver's Options.RunDir).
+func WithRunDir(dir string) SpecOption {
+	return func(o *specOptions) { o.runDir = dir }
 }
 
 // WithoutDirectIO opens local legs through the host's page cache, for
@@ -150,6 +157,9 @@ func SpecFor(cfg *configs.Config, guest, node string, hostInfo []byte, opts ...S
 		return GuestSpec{}, fmt.Errorf("hypervisor: node %q is not in %s", node, cfg.Path)
 	}
 	h := cfg.Hypervisor
+	if o.runDir != "" {
+		h.RunDir = o.runDir
+	}
 	runDir := filepath.Join(h.RunDir, guest)
 	s := GuestSpec{
 		Name:      guest,
@@ -185,6 +195,7 @@ func SpecFor(cfg *configs.Config, guest, node string, hostInfo []byte, opts ...S
 		Timeout:   h.IOTimeout,
 		Links:     h.Driver == configs.DriverXen,
 		NoDirect:  o.noDirect,
+		BridgeDir: BridgeDirOf(runDir),
 	}
 	if o.ioTimeout > 0 {
 		do.Timeout = o.ioTimeout

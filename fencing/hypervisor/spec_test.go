@@ -62,8 +62,8 @@ func TestSpecFor(t *testing.T) {
 	require.Len(t, drives, 4)
 	want := []struct{ dev, disk, node, driver string }{
 		{"vda", "root", "node-a", drive.DriverFile},
-		{"vdb", "root", "node-b", drive.DriverISCSI},
-		{"vdc", "data", "node-b", drive.DriverISCSI},
+		{"vdb", "root", "node-b", drive.DriverNBD},
+		{"vdc", "data", "node-b", drive.DriverNBD},
 		{"vdd", "data", "node-a", drive.DriverFile},
 	}
 	for i, w := range want {
@@ -75,6 +75,7 @@ func TestSpecFor(t *testing.T) {
 		assert.Equal(t, d.Leg.Serial, d.Serial, d.Dev)
 	}
 	assert.Equal(t, 7, drives[1].TimeoutSec, "hypervisor.io_timeout")
+	assert.Equal(t, "/run/mhcodi/guests/web1/legs/root-node-b.sock", drives[1].Socket, "the leg bridge's socket")
 
 	// The guest's own boot section, and the other node's view.
 	s, err = SpecFor(cfg, "db1", "node-b", nil)
@@ -83,7 +84,7 @@ func TestSpecFor(t *testing.T) {
 	assert.Equal(t, "console=ttyS0 quiet mhcodi.role=db", s.Cmdline)
 	assert.Equal(t, 1, s.VCPUs)
 	assert.Equal(t, drive.DriverHostDevice, s.Disks[0].Legs[0].Driver)
-	assert.Equal(t, drive.DriverISCSI, s.Disks[0].Legs[1].Driver)
+	assert.Equal(t, drive.DriverNBD, s.Disks[0].Legs[1].Driver)
 	assert.Nil(t, s.HostInfo)
 }
 
@@ -97,8 +98,10 @@ func TestSpecForErrors(t *testing.T) {
 	assert.ErrorContains(t, err, "node node-a has no initiator CHAP secret")
 }
 
+// TestSpecForCHAP renders QEMU's own iSCSI initiator (remote_legs:
+// libiscsi), the only case where qemu holds CHAP secrets.
 func TestSpecForCHAP(t *testing.T) {
-	cfg := loadCluster(t, nil)
+	cfg := loadCluster(t, func(c *configs.Config) { c.Hypervisor.RemoteLegs = configs.RemoteLibiscsi })
 	secrets := &configs.CHAPSecrets{Nodes: map[string]configs.NodeSecrets{"node-a": {Initiator: "node-a's secret"}}}
 	s, err := SpecFor(cfg, "web1", "node-a", nil, WithCHAP(secrets), WithIOTimeout(2500e6))
 	require.NoError(t, err)

@@ -27,6 +27,7 @@ const (
 	DriverFile       = "file"        // a regular file (file storage backend)
 	DriverHostDevice = "host_device" // a block device: an LV, or a kernel-imported LUN
 	DriverISCSI      = "iscsi"       // QEMU's libiscsi initiator
+	DriverNBD        = "nbd"         // NBD over a unix socket to mhcodi-bridge
 )
 
 // HeaderDigest is the iSCSI header digest every remote leg insists on.
@@ -66,6 +67,15 @@ type Options struct {
 	// NoDirect opens local files with the host's page cache. Only for
 	// file systems without O_DIRECT (tmpfs); see Spec.CacheDirect.
 	NoDirect bool
+	// BridgeDir is where mhcodi-bridge serves the guest's remote legs
+	// (BridgeSocket); required when hypervisor.remote_legs is "bridge"
+	// and no kernel initiator imports the legs.
+	BridgeDir string
+}
+
+// BridgeSocket is the unix socket mhcodi-bridge serves leg on, in dir.
+func BridgeSocket(dir string, leg configs.LegInfo) string {
+	return path.Join(dir, leg.Disk+"-"+leg.Node+".sock")
 }
 
 // Credentials are a CHAP user name and secret.
@@ -118,8 +128,12 @@ type Spec struct {
 	// Initiator is Options.Host's initiator IQN: the name targetd's ACL
 	// and fencing know the host by.
 	Initiator string `json:"initiator,omitempty"`
-	// TimeoutSec is QEMU's iscsi "timeout" in seconds; 0 leaves it out.
+	// TimeoutSec is QEMU's iscsi "timeout" in seconds, or the nbd
+	// client's reconnect-delay; 0 leaves it out.
 	TimeoutSec int `json:"timeout_sec,omitempty"`
+	// Socket is mhcodi-bridge's unix socket for the leg (nbd); the export
+	// is Target.
+	Socket string `json:"socket,omitempty"`
 	// User and Secret are set for CHAP.
 	User   string  `json:"user,omitempty"`
 	Secret *Secret `json:"secret,omitempty"`
@@ -164,13 +178,23 @@ func For(cfg *configs.Config, leg configs.LegInfo, o Options) (Spec, error) {
 		if n.SANAddress.IsZero() {
 			return Spec{}, fmt.Errorf("drive: leg %s: node %s has no san_address", leg.Leg, leg.Node)
 		}
-		s.Driver = DriverISCSI
 		s.Portal = n.SANAddress.AddrPort(configs.DefaultSANPort)
 		s.Target = leg.TargetIQN
 		s.Initiator = cfg.InitiatorIQN(o.Host)
 		if o.Timeout > 0 {
 			s.TimeoutSec = int((o.Timeout + time.Second - 1) / time.Second)
 		}
+		if cfg.Hypervisor.RemoteLegs != configs.RemoteLibiscsi {
+			// The bridge logs in (with CHAP) and fails requests after
+			// the timeout; QEMU only talks NBD to it.
+			if o.BridgeDir == "" {
+				return Spec{}, fmt.Errorf("drive: leg %s: remote legs go through mhcodi-bridge, but no bridge directory was given", leg.Leg)
+			}
+			s.Driver = DriverNBD
+			s.Socket = BridgeSocket(o.BridgeDir, leg)
+			return s, nil
+		}
+		s.Driver = DriverISCSI
 		if o.CHAP != nil {
 			if o.SecretDir == "" {
 				return Spec{}, fmt.Errorf("drive: leg %s: CHAP needs a directory for the secret's file", leg.Leg)

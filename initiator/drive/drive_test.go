@@ -21,6 +21,9 @@ func loadCluster(t *testing.T, edit func(*configs.Config)) *configs.Config {
 	t.Helper()
 	cfg, err := configs.Load("testdata/cluster.yaml")
 	require.NoError(t, err)
+	// Most cases render QEMU's own iSCSI driver; remote-bridge switches
+	// back to the default.
+	cfg.Hypervisor.RemoteLegs = configs.RemoteLibiscsi
 	if edit != nil {
 		edit(cfg)
 	}
@@ -74,6 +77,7 @@ func render(t *testing.T, s Spec, dev string) []byte {
 func TestGolden(t *testing.T) {
 	chap := &Credentials{User: "iqn.2026-11.org.example:prod.node-b.initiator", Secret: "node-b initiator secret"}
 	openISCSI := func(c *configs.Config) { c.Initiator.Backend = configs.InitiatorOpenISCSI }
+	bridge := func(c *configs.Config) { c.Hypervisor.RemoteLegs = configs.RemoteBridge }
 	cases := []struct {
 		name, guest      string
 		edit             func(*configs.Config)
@@ -87,6 +91,8 @@ func TestGolden(t *testing.T) {
 			o: Options{CHAP: chap, SecretDir: "/run/mhcodi/guests/web1", Timeout: 1500 * time.Millisecond}},
 		{name: "remote-kernel", edit: openISCSI, guest: "db1", disk: "data", node: "node-c", host: "node-b"},
 		{name: "links-local", disk: "root", node: "node-a", host: "node-a", o: Options{Links: true}},
+		{name: "remote-bridge", edit: bridge, disk: "root", node: "node-b", host: "node-a",
+			o: Options{BridgeDir: "/run/mhcodi/guests/web1/legs", Timeout: 5 * time.Second, CHAP: chap, SecretDir: "/x"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -199,4 +205,22 @@ func TestEscape(t *testing.T) {
 	assert.Equal(t, "a,,b,,,,c", escape("a,b,,c"))
 	assert.Equal(t, `'it'\''s'`, shellQuote("it's"))
 	assert.Equal(t, "driver=file", shellQuote("driver=file"))
+}
+
+// TestBridgeLeg checks the default way to a remote leg: NBD to the leg
+// bridge's socket, export named by the target IQN, no secret for QEMU
+// (the bridge does CHAP), and a clear error without a bridge directory.
+func TestBridgeLeg(t *testing.T) {
+	cfg := loadCluster(t, func(c *configs.Config) { c.Hypervisor.RemoteLegs = configs.RemoteBridge })
+	l := leg(t, cfg, "web1", "root", "node-b")
+	s, err := For(cfg, l, Options{Host: "node-a", BridgeDir: "/run/b", Timeout: 3 * time.Second,
+		CHAP: &Credentials{User: "u", Secret: "s3cret-s3cret"}, SecretDir: "/run/s"})
+	require.NoError(t, err)
+	assert.Equal(t, DriverNBD, s.Driver)
+	assert.Equal(t, "/run/b/root-node-b.sock", s.Socket)
+	assert.Nil(t, s.Secret, "the bridge logs in; QEMU holds no CHAP secret")
+	assert.Equal(t, "driver=nbd,node-name="+l.Serial+",server.type=unix,server.path=/run/b/root-node-b.sock,export="+l.TargetIQN+",reconnect-delay=3,discard=unmap", s.Blockdev())
+
+	_, err = For(cfg, l, Options{Host: "node-a"})
+	assert.ErrorContains(t, err, "no bridge directory")
 }

@@ -45,8 +45,10 @@ type libvirtSource struct {
 }
 
 type libvirtHost struct {
-	Name string `xml:"name,attr"`
-	Port string `xml:"port,attr"`
+	Name      string `xml:"name,attr,omitempty"`
+	Port      string `xml:"port,attr,omitempty"`
+	Transport string `xml:"transport,attr,omitempty"`
+	Socket    string `xml:"socket,attr,omitempty"`
 }
 
 type libvirtInitiator struct {
@@ -105,6 +107,13 @@ func (s Spec) LibvirtXML(dev string) ([]byte, error) {
 			d.Auth.Secret.Type = "iscsi"
 			d.Auth.Secret.Usage = LibvirtSecretUsage(s.Leg.Leg.Cluster, s.Host)
 		}
+	case DriverNBD:
+		d.Type = "network"
+		d.Source = libvirtSource{
+			Protocol: "nbd",
+			Name:     s.Target,
+			Host:     &libvirtHost{Transport: "unix", Socket: s.Socket},
+		}
 	case DriverHostDevice:
 		d.Type = "block"
 		d.Source = libvirtSource{Dev: s.Filename}
@@ -114,7 +123,7 @@ func (s Spec) LibvirtXML(dev string) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("drive: libvirt disk for %s: driver %q", s.Leg.Leg, s.Driver)
 	}
-	if s.Driver != DriverISCSI {
+	if s.Driver != DriverISCSI && s.Driver != DriverNBD {
 		if s.CacheDirect {
 			// cache='none' is libvirt's name for O_DIRECT with the
 			// guest's flushes passed through.

@@ -17,6 +17,17 @@ type opt struct {
 func (s Spec) options() []opt {
 	o := []opt{{"driver", s.Driver}, {"node-name", s.NodeName}}
 	switch s.Driver {
+	case DriverNBD:
+		o = append(o,
+			opt{"server.type", "unix"},
+			opt{"server.path", s.Socket},
+			opt{"export", s.Target},
+		)
+		if s.TimeoutSec > 0 {
+			// Should the bridge itself restart, requests wait this long
+			// for it, then fail (and md drops the leg).
+			o = append(o, opt{"reconnect-delay", s.TimeoutSec})
+		}
 	case DriverISCSI:
 		o = append(o,
 			opt{"transport", "tcp"},
