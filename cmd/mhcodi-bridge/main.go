@@ -1,0 +1,111 @@
+// Command mhcodi-bridge serves the remote legs of one guest's disks to
+// QEMU as NBD over unix sockets, reaching each leg with a userspace iSCSI
+// initiator. See package initiator/bridge.
+//
+//	mhcodi-bridge --config C --node N --guest G --socket-dir D [--io-timeout 5s]
+//
+// For every disk of G and every leg not on N it serves D/<disk>-<node>.sock
+// (export name: the target IQN, or the default export) and keeps
+// D/bridge.json up to date. It prints "mhcodi-bridge: ready" on stderr
+// once every socket listens, and tells systemd READY=1 when run by it.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/initiator/bridge"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("mhcodi-bridge", flag.ContinueOnError)
+	cfgPath := fs.String("config", envOr("MHCODI_CONFIG", configs.DefaultPath), "cluster file")
+	node := fs.String("node", "", "the node this bridge runs on; its own legs are not served (required)")
+	guest := fs.String("guest", "", "the guest whose remote legs are served (required)")
+	socketDir := fs.String("socket-dir", "", "directory for <disk>-<node>.sock and bridge.json (required)")
+	d := bridge.DefaultPolicy()
+	ioTimeout := fs.Duration("io-timeout", d.IOTimeout, "a request waits this long for an iSCSI session, then fails with EIO")
+	backoffMin := fs.Duration("backoff-min", d.BackoffMin, "first delay between failed logins")
+	backoffMax := fs.Duration("backoff-max", d.BackoffMax, "longest delay between failed logins")
+	refusedBackoff := fs.Duration("refused-backoff", d.RefusedBackoff, "delay after the target refused the login (CHAP, ACL, fencing)")
+	cmdTimeout := fs.Duration("cmd-timeout", 30*time.Second, "a command on a live session taking longer ends the connection")
+	loginTimeout := fs.Duration("login-timeout", 5*time.Second, "bound on connecting and logging in")
+	nopInterval := fs.Duration("nop-interval", 2*time.Second, "send a NOP-Out ping this often")
+	nopTimeout := fs.Duration("nop-timeout", 3*time.Second, "drop a connection whose ping is unanswered this long")
+	headerDigest := fs.Bool("header-digest", false, "offer CRC32C header digests")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-bridge: --log-level: %v\n", err)
+		return 2
+	}
+	for name, v := range map[string]string{"--node": *node, "--guest": *guest, "--socket-dir": *socketDir} {
+		if v == "" {
+			fmt.Fprintf(os.Stderr, "mhcodi-bridge: %s is required\n", name)
+			return 2
+		}
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("node", *node, "guest", *guest)
+	cfg, err := configs.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-bridge: %v\n", err)
+		return 1
+	}
+	b, err := bridge.New(bridge.Options{
+		Config: cfg, Node: *node, Guest: *guest, SocketDir: *socketDir,
+		Policy: bridge.PolicyConfig{IOTimeout: *ioTimeout, BackoffMin: *backoffMin,
+			BackoffMax: *backoffMax, RefusedBackoff: *refusedBackoff},
+		CmdTimeout: *cmdTimeout, LoginTimeout: *loginTimeout,
+		PingInterval: *nopInterval, PingTimeout: *nopTimeout, HeaderDigest: *headerDigest,
+		Log: log,
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-bridge: %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := b.Listen(); err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-bridge: %v\n", err)
+		return 1
+	}
+	for _, l := range b.Legs() {
+		log.Info("serving leg", "leg", l.Name, "socket", l.Socket, "target", l.Info.TargetIQN, "portal", l.Portal)
+	}
+	// Not under systemd, SdNotify does nothing and says so.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY failed", "err", err)
+	}
+	fmt.Fprintln(os.Stderr, "mhcodi-bridge: ready")
+	err = b.Serve(ctx)
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "mhcodi-bridge: %v\n", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
