@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mhcodi/mhcodi/configs"
@@ -45,6 +46,7 @@ const (
 // iscsiadm exit statuses (open-iscsi include/iscsi_err.h).
 const (
 	errSessNotFound  = 2
+	errIDBM          = 6
 	errSessExists    = 15
 	errFatalLogin    = 19
 	errISCSIDNotConn = 20
@@ -63,6 +65,11 @@ type Backend struct {
 	// byPath is the udev by-path directory: links point there when udev
 	// made the entry (stable across sdX renaming), else at /dev/sdX.
 	byPath string
+	// records serialises the iface, discovery and node record edits:
+	// iscsiadm's record database is files, and two logins creating the
+	// same iface at once would trip over each other. The logins
+	// themselves run in parallel.
+	records sync.Mutex
 }
 
 // New returns the backend running iscsiadm (found in PATH, /usr/sbin or
@@ -95,11 +102,11 @@ func ExecRunner(path string) Runner {
 		cmd.WaitDelay = 5 * time.Second
 		err := cmd.Run()
 		var ee *exec.ExitError
-		if errors.As(err, &ee) && ctx.Err() == nil {
+		if errors.As(err, &ee) && ctx.Err() == nil && ee.ExitCode() >= 0 {
 			return out.String(), ee.ExitCode(), nil
 		}
 		if err != nil {
-			return out.String(), -1, fmt.Errorf("iscsiadm %s: %w", strings.Join(args, " "), err)
+			return out.String(), -1, fmt.Errorf("iscsiadm %s: %w: %s", redact(args), err, strings.TrimSpace(out.String()))
 		}
 		return out.String(), 0, nil
 	}
@@ -189,7 +196,9 @@ func statusOf(err error) int {
 
 // ensureIface creates the mhcodi iface with the node's initiator name.
 func (b *Backend) ensureIface(ctx context.Context, initiatorName string) error {
-	out, err := b.iscsiadm(ctx, []int{errNoObjsFound}, "-m", "iface", "-I", Iface)
+	// A missing iface is "no objects found" or, from iscsiadm versions
+	// that try to read its file, an idbm error.
+	out, err := b.iscsiadm(ctx, []int{errNoObjsFound, errIDBM}, "-m", "iface", "-I", Iface)
 	if err != nil {
 		return err
 	}
@@ -251,6 +260,21 @@ func (b *Backend) Discover(ctx context.Context, t initiator.Target) ([]string, e
 // Login implements initiator.Backend: discovery at the owning node's SAN
 // address, the node record's settings, then the login.
 func (b *Backend) Login(ctx context.Context, t initiator.Target) error {
+	if err := b.prepare(ctx, t); err != nil {
+		return err
+	}
+	_, err := b.iscsiadm(ctx, []int{errSessExists}, "-m", "node", "-T", t.IQN, "-p", t.Portal.String(), "-I", Iface, "--login")
+	if err != nil {
+		return classify(err, "login to "+t.IQN)
+	}
+	return nil
+}
+
+// prepare makes the iface, discovers the portal and writes t's node
+// record.
+func (b *Backend) prepare(ctx context.Context, t initiator.Target) error {
+	b.records.Lock()
+	defer b.records.Unlock()
 	if err := b.ensureIface(ctx, t.Initiator); err != nil {
 		return err
 	}
@@ -270,10 +294,6 @@ func (b *Backend) Login(ctx context.Context, t initiator.Target) error {
 		if _, err := b.iscsiadm(ctx, nil, append(node, "-o", "update", "-n", kv[0], "-v", kv[1])...); err != nil {
 			return err
 		}
-	}
-	_, err = b.iscsiadm(ctx, []int{errSessExists}, append(node, "--login")...)
-	if err != nil {
-		return classify(err, "login to "+t.IQN)
 	}
 	return nil
 }

@@ -77,5 +77,6 @@ Every command reads the cluster file, the same on every node.`,
 		"cluster file (env "+configs.EnvPrefix+"_CONFIG)")
 	root.AddCommand(newConfigCmd(g))
 	root.AddCommand(newVolumeCmd(g))
+	root.AddCommand(newImportCmd(g))
 	return root
 }
