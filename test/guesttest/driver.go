@@ -5,9 +5,12 @@ import (
 	"github.com/mhcodi/mhcodi/test/cluster"
 )
 
-// driverOptions runs the driver's commands inside the host's namespace.
+// driverOptions runs the driver's commands (qemu, the leg bridge) inside
+// the host's namespace, with the host's own run directory.
 func driverOptions(c *cluster.Cluster, h *cluster.Host) hypervisor.Options {
-	return hypervisor.Options{Prefix: h.Prefix()}
+	return hypervisor.Options{Prefix: h.Prefix(), Bridge: c.Bin("mhcodi-bridge"), RunDir: h.RunDir()}
 }
 
-func specOptions(c *cluster.Cluster, h *cluster.Host) []hypervisor.SpecOption { return nil }
+func specOptions(_ *cluster.Cluster, h *cluster.Host) []hypervisor.SpecOption {
+	return []hypervisor.SpecOption{hypervisor.WithRunDir(h.RunDir())}
+}

@@ -65,7 +65,6 @@ func Start(ctx context.Context, c *cluster.Cluster, h *cluster.Host, guest strin
 	if err != nil {
 		return nil, err
 	}
-	spec.RunDir = filepath.Join(h.RunDir(), guest)
 	g := &Guest{Name: guest, Host: h, Drv: drv, Spec: spec, changed: make(chan struct{}), done: make(chan struct{})}
 	if err := drv.Start(ctx, spec); err != nil {
 		return nil, err
