@@ -3,7 +3,6 @@ package test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,34 +28,19 @@ const (
 // guestImage builds the guest image (or finds it up to date) from bin/.
 func guestImage(t *testing.T) image.Result {
 	t.Helper()
-	binary(t, "guestraid")
-	binary(t, "mhcodi-workload")
-	binary(t, "uroot-init")
-	root, err := filepath.Abs(repo)
+	for _, b := range image.Binaries {
+		binary(t, b.Name)
+	}
+	res, err := guesttest.BuildImage(t.Context(), t.Logf)
 	require.NoError(t, err)
-	res, err := image.Build(t.Context(), image.Options{
-		KernelDir: filepath.Join(root, ".cache", "kernel"),
-		BinDir:    filepath.Join(root, "bin"),
-		OutDir:    filepath.Join(root, ".cache", "guest-image"),
-		Logf:      t.Logf,
-	})
-	require.NoError(t, err, "guest image (make deps builds the kernel, make build the binaries)")
 	return res
 }
 
 // mirrorCluster is two storage nodes and one guest "demo" whose disk root
 // is mirrored on both, with the workload writing to md0.
 func mirrorCluster(t *testing.T, img image.Result) *cluster.Cluster {
-	return cluster.NewT(t, cluster.Options{
-		Nodes:    2,
-		ImageDir: img.Dir,
-		Guests: []configs.Guest{{
-			Name: "demo", VCPUs: 1, Memory: 256 * configs.MiB, PreferredNode: "node-a",
-			Disks: []configs.Disk{{Name: "root", Size: e2eDiskSize, Legs: []string{"node-a", "node-b"}}},
-			Boot:  configs.Boot{Cmdline: fmt.Sprintf("mhcodi.workload=write mhcodi.workload.size=%dM", e2eRegionSize>>20)},
-		}},
-		Hypervisor: []string{"io_timeout: 3s", "stop_timeout: 60s"},
-	})
+	return cluster.NewT(t, guesttest.MirrorOptions(img, e2eDiskSize,
+		fmt.Sprintf("mhcodi.workload=write mhcodi.workload.size=%dM", e2eRegionSize>>20), nil))
 }
 
 // TestGuestMirror is the heart of the model: a guest on node-a writes a

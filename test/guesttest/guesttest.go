@@ -309,3 +309,30 @@ func CompareLegs(cfg *configs.Config, guest, disk string, regionBytes int64) (Le
 	r.FirstDiff = off
 	return r, err
 }
+
+// Describe is one line about a disk's state, for people.
+func Describe(s *channel.State) string {
+	var legs []string
+	for _, l := range s.Legs {
+		d := fmt.Sprintf("%s (%s) %s", l.Node, orDash(l.Dev), l.State)
+		if len(l.Flags) > 0 {
+			d += " [" + strings.Join(l.Flags, ",") + "]"
+		} else if l.State == "in_sync" {
+			d += " [read leg]"
+		}
+		legs = append(legs, d)
+	}
+	sync := s.SyncAction
+	if sync != "idle" && sync != "" {
+		sync = fmt.Sprintf("%s %.0f%%", sync, s.Progress*100)
+	}
+	return fmt.Sprintf("%s %s, %d MiB, degraded %d, sync %s, mismatches %d; legs: %s",
+		s.MD, s.ArrayState, s.ArrayBytes>>20, s.Degraded, sync, s.MismatchCnt, strings.Join(legs, "; "))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
