@@ -78,5 +78,6 @@ Every command reads the cluster file, the same on every node.`,
 	root.AddCommand(newConfigCmd(g))
 	root.AddCommand(newVolumeCmd(g))
 	root.AddCommand(newImportCmd(g))
+	root.AddCommand(newImageCmd(g))
 	return root
 }
