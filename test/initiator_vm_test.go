@@ -458,3 +458,47 @@ func (g *guest) finish(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestInitiatorNetlinkInVM imports node-b's legs with the netlink backend
+// (u-root/iscsinl, no iscsid) in a guest: the links exist and point at
+// disks with the legs' serials. No CHAP: iscsinl cannot do it (config
+// validation refuses netlink with chap_secrets).
+func TestInitiatorNetlinkInVM(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces and tap devices")
+	}
+	targetdBin := binary(t, "mhcodi-targetd")
+	ipBin := tool(t, "ip")
+	text := strings.Replace(itCluster, "backend: open-iscsi", "backend: netlink", 1)
+	text = strings.Replace(text, "security:\n  chap_secrets: chap-secrets.yaml\n", "", 1)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "cluster.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(text), 0o644))
+	code, out, errs := runCLI(t, "volume", "create", "--config", cfg, "--node", "node-b")
+	require.Equal(t, 0, code, "volume create: %s %s", out, errs)
+
+	ns := vm.NewNetns(t, "mhcnl")
+	tap := ns.Tap(t, "tap0", itNodeA+"/24", itNodeB+"/24")
+	ns.WrapQEMU(t)
+	startNetnsTargetd(t, ns, targetdBin, cfg, "node-b", itNodeB)
+	img := vm.Image{
+		Name: "initiator-netlink",
+		Go: []vm.GoBinary{
+			{Package: "./test/initiatortest/guestjob"},
+			{Package: "./cmd/mhcodi-initiator"},
+			{Package: "./cmd/mhcodi"},
+		},
+		Files:   []vm.HostFile{{Src: ipBin, Dst: "/sbin/ip"}},
+		Static:  []vm.StaticFile{{Path: "/etc/mhcodi/cluster.yaml", Data: []byte(text)}},
+		Modules: []string{"virtio_pci", "virtio_net", "crc32c_generic", "sd_mod", "iscsi_tcp"},
+		Dirs:    []string{"/etc/iscsi", "/dev/mhcodi"},
+		Job:     vm.Job{Argv: []string{"/bin/guestjob", "--node", "node-a", "--addr", itGuest, "--mode", "links", "--iscsid=false"}},
+	}
+	g := startGuest(t, img, []string{"-nic", "tap,ifname=" + tap + ",script=no,downscript=no,model=virtio-net-pci"})
+	g.wait(t, "IT-LINKS", 150*time.Second)
+	assert.Equal(t, "web1/data/node-a web1/data/node-b web1/root/node-a web1/root/node-b", g.last("IT-LINKS"))
+	for _, leg := range []string{"web1/root/node-b", "web1/data/node-b"} {
+		assert.Contains(t, g.text(), "IT-SERIAL "+leg)
+	}
+	g.finish(t)
+}

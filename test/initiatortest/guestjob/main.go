@@ -56,6 +56,7 @@ func run() error {
 	mode := flag.String("mode", "links", "links or full")
 	ctlPath := flag.String("ctl", "/dev/ttyS1", "serial port the host's commands arrive on")
 	leg := flag.String("leg", "", "full mode: the remote leg to drive I/O on (guest/disk/node)")
+	withISCSID := flag.Bool("iscsid", true, "start iscsid (open-iscsi); off for the netlink backend, which must be alone on the iSCSI netlink socket")
 	flag.Parse()
 	for _, c := range [][]string{
 		{"/sbin/ip", "link", "set", "lo", "up"},
@@ -77,22 +78,10 @@ func run() error {
 	if out, err := exec.Command("/bin/mhcodi", "volume", "create", "--config", *cfgPath, "--node", *node).CombinedOutput(); err != nil {
 		return fmt.Errorf("mhcodi volume create: %v: %s", err, out)
 	}
-	iscsid := exec.Command("/sbin/iscsid", "-f")
-	iscsid.Stdout, iscsid.Stderr = prefixed("iscsid: "), prefixed("iscsid: ")
-	if err := iscsid.Start(); err != nil {
-		return fmt.Errorf("iscsid: %w", err)
-	}
-	// iscsiadm answers once iscsid listens on its socket.
-	for i := 0; ; i++ {
-		err := exec.Command("/sbin/iscsiadm", "-m", "session").Run()
-		var ee *exec.ExitError
-		if err == nil || errors.As(err, &ee) && ee.ExitCode() == 21 {
-			break
+	if *withISCSID {
+		if err := startISCSID(); err != nil {
+			return err
 		}
-		if i > 100 {
-			return fmt.Errorf("iscsid does not answer: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 	d := exec.Command("/bin/mhcodi-initiator", "--config", *cfgPath, "--node", *node, "--state-dir", j.stateDir, "--interval", "500ms")
 	d.Stdout, d.Stderr = prefixed("initiator: "), prefixed("initiator: ")
@@ -122,6 +111,27 @@ func run() error {
 	}
 	j.ctl = bufio.NewReader(f)
 	return j.full(filepath.Join(cfg.Initiator.LinkDir, *leg), *leg)
+}
+
+func startISCSID() error {
+	iscsid := exec.Command("/sbin/iscsid", "-f")
+	iscsid.Stdout, iscsid.Stderr = prefixed("iscsid: "), prefixed("iscsid: ")
+	if err := iscsid.Start(); err != nil {
+		return fmt.Errorf("iscsid: %w", err)
+	}
+	// iscsiadm answers once iscsid listens on its socket.
+	for i := 0; ; i++ {
+		err := exec.Command("/sbin/iscsiadm", "-m", "session").Run()
+		var ee *exec.ExitError
+		if err == nil || errors.As(err, &ee) && ee.ExitCode() == 21 {
+			break
+		}
+		if i > 100 {
+			return fmt.Errorf("iscsid does not answer: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
 }
 
 // waitState waits until every leg in the state file satisfies ok.
