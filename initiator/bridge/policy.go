@@ -131,9 +131,9 @@ func (p *Policy) LoginFailed(now time.Time, reason string, refused bool) (Change
 	if p.state == StateConnecting {
 		to = StateConnecting
 	}
-	if p.state == to {
-		// Repeated failures of the same kind (connection refused every
-		// backoff) would flood the log: keep the first reason.
+	if p.state == to && p.reason != "" {
+		// Repeated failures (connection refused every backoff) would
+		// flood the log: keep the first reason.
 		return Change{}, false
 	}
 	return p.move(to, now, reason)

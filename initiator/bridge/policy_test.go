@@ -18,14 +18,15 @@ func TestPolicyBackoffAndRecovery(t *testing.T) {
 
 	// Target not there yet: connecting stays, backoff doubles to 5 s.
 	c, ok := p.LoginFailed(t0, "connection refused", false)
-	assert.False(t, ok, "still connecting: no change")
-	assert.Zero(t, c)
+	require.True(t, ok, "the first failure's reason is reported")
+	assert.Equal(t, Change{From: StateConnecting, To: StateConnecting, Since: t0, Reason: "connection refused"}, c)
 	now := t0
 	var delays []time.Duration
 	for range 8 {
 		delays = append(delays, p.NextAttempt().Sub(now))
 		now = p.NextAttempt()
-		p.LoginFailed(now, "connection refused", false)
+		_, ok = p.LoginFailed(now, "connection refused", false)
+		assert.False(t, ok, "still connecting: no change")
 	}
 	assert.Equal(t, []time.Duration{200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
 		1600 * time.Millisecond, 3200 * time.Millisecond, 5 * time.Second, 5 * time.Second, 5 * time.Second}, delays)
