@@ -112,7 +112,6 @@ func (b *runningBridge) stop(t *testing.T) {
 	assert.NoError(t, err, "bridge exit; its log:\n%s", b.logText())
 }
 
-
 // legState reads bridge.json: the first leg's state and last error.
 func (b *runningBridge) legState(t *testing.T) (state, lastErr string) {
 	t.Helper()

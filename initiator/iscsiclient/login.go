@@ -73,9 +73,9 @@ type loginResponse struct {
 type chapStep uint8
 
 const (
-	chapNone    chapStep = iota
-	chapSentA            // CHAP_A sent, waiting for the challenge
-	chapAnswered         // CHAP_N/CHAP_R sent
+	chapNone     chapStep = iota
+	chapSentA             // CHAP_A sent, waiting for the challenge
+	chapAnswered          // CHAP_N/CHAP_R sent
 )
 
 // loginMachine runs the initiator side of a login: security stage (with
