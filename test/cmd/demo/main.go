@@ -34,6 +34,7 @@ func run() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	slog.SetDefault(quiet) // the sentences are the output; the drivers' logs are not
 
 	say("Building the guest image: Debian's kernel and a u-root initramfs with guestraid, mdadm and a test workload.")
 	img, err := guesttest.BuildImage(ctx, func(string, ...any) {})
@@ -120,7 +121,7 @@ func run() error {
 	if !va.OK() || !rep.Verify["node-b"].OK() {
 		return fmt.Errorf("the pattern does not verify: %+v", rep.Verify)
 	}
-	say("On the hosts, both leg files hold identical data from md's data offset on, and the pattern verifies (pass %d, %d of %d blocks into the next).", va.Gen, va.Cursor, va.Blocks)
+	say("On the hosts, both leg files hold identical data from md's data offset on, and the pattern verifies (pass %d written up to block %d of %d).", va.Gen, va.Cursor, va.Blocks)
 	say("Workload I/O errors seen by the guest: %d.", len(g.WorkloadLines("ioerror")))
 	return nil
 }
