@@ -118,12 +118,20 @@ func (s *System) Create(ctx context.Context, c CreateSpec) error {
 		"--raid-devices=" + strconv.Itoa(len(c.Devs)), "--bitmap=internal",
 		"--bitmap-chunk=" + strconv.FormatInt(c.BitmapChunk>>10, 10) + "K",
 		"--homehost=any", "--name=" + c.Name}
-	for _, d := range c.Devs {
+	// --write-mostly marks every device after it (create mode has no
+	// --readwrite to end it), so it goes in front of the first
+	// write-mostly leg only when no plain leg follows; otherwise the
+	// flags are left to sysfs right after creation.
+	wmFrom := len(c.Devs)
+	for i := len(c.Devs) - 1; i >= 0 && c.Devs[i] != "" && c.WriteMostly[c.Devs[i]]; i-- {
+		wmFrom = i
+	}
+	for i, d := range c.Devs {
 		switch {
 		case d == "":
 			args = append(args, "missing")
-		case c.WriteMostly[d]:
-			args = append(args, "--write-mostly", s.Dev(d), "--readwrite")
+		case i == wmFrom:
+			args = append(args, "--write-mostly", s.Dev(d))
 		default:
 			args = append(args, s.Dev(d))
 		}

@@ -109,9 +109,9 @@ func PlanAssemble(d DiskSpec, probes []LegProbe) AssemblePlan {
 			case leg.Stale:
 				why += fmt.Sprintf("; the host marks %s stale: it is wiped and resynced in full", dev)
 			case d.Legs[w].Stale:
-				why += fmt.Sprintf("; both are marked stale: %s has more events and wins, %s is left out", probes[w].Dev, dev)
+				why += fmt.Sprintf("; both are marked stale: %s wins (more events, else the local leg, else the first), %s is left out", probes[w].Dev, dev)
 			default:
-				why += fmt.Sprintf("; %s has more events and wins, %s is left out until the host marks one stale", probes[w].Dev, dev)
+				why += fmt.Sprintf("; %s wins (more events, else the local leg, else the first), %s is left out until the host marks one stale", probes[w].Dev, dev)
 			}
 			p.Notes = append(p.Notes, Note{Event: "split", Leg: leg.ID(), Detail: why})
 		case leg.Stale && !d.Legs[w].Stale:

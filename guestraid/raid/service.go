@@ -259,10 +259,7 @@ func (s *Service) apply(ctx context.Context, d DiskSpec, o DiskObs, a Action) {
 			s.Emit(ev(channel.EventAdd, fmt.Sprintf("added blank %s to %s: full resync", a.Dev, a.MD)))
 		}
 	case ActWipeAdd:
-		err = s.wipeAdd(ctx, a, ev)
-		if a.Dev != "" {
-			before, _ = s.Sys.WriteSectors(a.Dev)
-		}
+		before, err = s.wipeAdd(ctx, a, ev)
 	case ActSetState:
 		if err = s.Sys.SetDevState(a.MD, a.Dev, a.Word); err == nil {
 			s.Emit(ev(channel.EventFlags, fmt.Sprintf("%s in %s: %s (%s leg)", a.Dev, a.MD, a.Word, map[bool]string{true: "local", false: "remote"}[a.Leg.Local])))
@@ -295,10 +292,12 @@ func (s *Service) dirty(ctx context.Context, o DiskObs) (int64, string) {
 	return 0, "unknown (no in-sync member to read the bitmap of)"
 }
 
-func (s *Service) wipeAdd(ctx context.Context, a Action, ev func(string, string) channel.Event) error {
+// wipeAdd wipes a leg and adds it; it returns the leg's write-sector
+// count between the two (the wipe's own writes are not resync).
+func (s *Service) wipeAdd(ctx context.Context, a Action, ev func(string, string) channel.Event) (uint64, error) {
 	if a.Member {
 		if err := s.Sys.SetDevState(a.MD, a.Dev, "faulty"); err != nil {
-			return err
+			return 0, err
 		}
 		// md may hold the faulty member a moment (pending I/O).
 		var err error
@@ -309,18 +308,19 @@ func (s *Service) wipeAdd(ctx context.Context, a Action, ev func(string, string)
 			time.Sleep(100 * time.Millisecond)
 		}
 		if err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if err := s.Sys.Wipe(ctx, a.Dev); err != nil {
-		return err
+		return 0, err
 	}
 	s.Emit(ev(channel.EventWipe, fmt.Sprintf("the host marks %s stale: superblock and first 4 MiB zeroed, never re-added through the bitmap", a.Dev)))
+	before, _ := s.Sys.WriteSectors(a.Dev)
 	if err := s.Sys.Add(ctx, a.MD, a.Dev); err != nil {
-		return err
+		return before, err
 	}
 	s.Emit(ev(channel.EventAdd, fmt.Sprintf("added wiped %s to %s: full resync", a.Dev, a.MD)))
-	return nil
+	return before, nil
 }
 
 // BitmapChunk is the write-intent bitmap's chunk for an array of size
@@ -370,6 +370,11 @@ func (s *Service) assemble(ctx context.Context, d DiskSpec) error {
 			continue // the Watcher reports it when it sees the array
 		}
 		s.Emit(s.note(d, 0, n))
+		for _, leg := range d.Legs {
+			if n.Leg != "" && leg.ID() == n.Leg {
+				s.W.Reported(d.Name, leg.Serial, n.Event)
+			}
+		}
 	}
 	if p.Nothing {
 		return errors.New("no leg present")

@@ -447,13 +447,20 @@ func diverged(a md.Array, as, xs *md.Super) bool {
 	return xs.Slot == as.Slot
 }
 
-// report sends a left-out/split event once per distinct reason.
+// report sends a left-out/split event once per leg and event word (until
+// the leg is added again).
 func (w *Watcher) report(r *StepResult, now time.Time, d DiskSpec, a md.Array, lm *legMem, leg LegSpec, ev, detail string) {
-	if lm.reported == ev+detail {
+	if lm.reported == ev {
 		return
 	}
-	lm.reported = ev + detail
+	lm.reported = ev
 	w.event(r, now, d, a, Note{Event: ev, Leg: leg.ID(), Detail: detail})
+}
+
+// Reported records that assembly already reported event (split,
+// left-out) for a leg, so the Watcher does not say it again.
+func (w *Watcher) Reported(disk, serial, event string) {
+	w.disk(disk).leg(serial).reported = event
 }
 
 // flagActions sets a member's flags from the host's view: the leg remote
