@@ -345,9 +345,7 @@ func (w *Watcher) stepDisk(now time.Time, d DiskSpec, o DiskObs, r *StepResult) 
 				w.report(r, now, d, a, lm, leg, channel.EventLeftOut,
 					fmt.Sprintf("the host marks %s stale, but it is the only in-sync leg of %s: not wiped", lo.Dev, d.MD))
 			}
-			for _, f := range flagActions(d, leg, lo.Dev, mb) {
-				r.Actions = append(r.Actions, f)
-			}
+			r.Actions = append(r.Actions, flagActions(d, leg, lo.Dev, mb)...)
 
 		case lo.Dev == "":
 			lm.pending = false

@@ -493,4 +493,3 @@ func init() {
 		os.Exit(0)
 	}
 }
-
