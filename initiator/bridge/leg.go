@@ -61,8 +61,10 @@ type Leg struct {
 	mu     sync.Mutex
 	policy *Policy
 	sess   Session
-	up     chan struct{} // closed while a session is up; replaced when it goes
-	closed bool
+	// changed is closed and replaced whenever sess changes, waking the
+	// requests waiting for a session.
+	changed chan struct{}
+	closed  bool
 
 	blockSize atomic.Uint32
 }
@@ -75,7 +77,7 @@ func NewLeg(cfg LegConfig) *Leg {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	l := &Leg{cfg: cfg, log: cfg.Log.With("leg", cfg.Name), policy: NewPolicy(cfg.Policy, time.Now()), up: make(chan struct{})}
+	l := &Leg{cfg: cfg, log: cfg.Log.With("leg", cfg.Name), policy: NewPolicy(cfg.Policy, time.Now()), changed: make(chan struct{})}
 	l.blockSize.Store(defaultBlockSize)
 	return l
 }
@@ -147,8 +149,7 @@ func (l *Leg) Run(ctx context.Context) {
 			}
 		}
 		l.mu.Lock()
-		l.sess = s
-		close(l.up)
+		l.setSessionLocked(s)
 		c, ok := l.policy.LoginSucceeded(time.Now())
 		l.mu.Unlock()
 		l.report(c, ok)
@@ -158,8 +159,7 @@ func (l *Leg) Run(ctx context.Context) {
 		case <-ctx.Done():
 		}
 		l.mu.Lock()
-		l.sess = nil
-		l.up = make(chan struct{})
+		l.setSessionLocked(nil)
 		l.mu.Unlock()
 		if ctx.Err() != nil {
 			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -181,21 +181,30 @@ func (l *Leg) Run(ctx context.Context) {
 	}
 }
 
+func (l *Leg) setSessionLocked(s Session) {
+	l.sess = s
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
 func (l *Leg) stop() {
 	l.mu.Lock()
 	l.closed = true
+	close(l.changed)
+	l.changed = make(chan struct{})
 	c, ok := l.policy.Stopped(time.Now())
 	l.mu.Unlock()
 	l.report(c, ok)
 }
 
 // session returns the session, waiting for one until the I/O timeout
-// counted from waitStart.
-func (l *Leg) session(ctx context.Context, waitStart time.Time) (Session, error) {
+// counted from waitStart. A session that just failed a command (dead) is
+// not returned again, even before Run noticed its end.
+func (l *Leg) session(ctx context.Context, waitStart time.Time, dead Session) (Session, error) {
 	l.mu.Lock()
 	deadline := l.policy.Deadline(waitStart)
 	for {
-		if l.sess != nil {
+		if l.sess != nil && l.sess != dead {
 			s := l.sess
 			l.mu.Unlock()
 			return s, nil
@@ -204,7 +213,7 @@ func (l *Leg) session(ctx context.Context, waitStart time.Time) (Session, error)
 			l.mu.Unlock()
 			return nil, fmt.Errorf("leg %s: bridge stopping: %w", l.cfg.Name, nbd.EIO)
 		}
-		up := l.up
+		changed := l.changed
 		state, _, reason := l.policy.State()
 		l.mu.Unlock()
 		wait := time.Until(deadline)
@@ -213,7 +222,7 @@ func (l *Leg) session(ctx context.Context, waitStart time.Time) (Session, error)
 		}
 		t := time.NewTimer(wait)
 		select {
-		case <-up:
+		case <-changed:
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
@@ -229,8 +238,9 @@ func (l *Leg) session(ctx context.Context, waitStart time.Time) (Session, error)
 // it (a block read or write can be repeated safely).
 func (l *Leg) do(ctx context.Context, op func(ctx context.Context, s Session) error) error {
 	waitStart := time.Now()
+	var dead Session
 	for attempt := 0; ; attempt++ {
-		s, err := l.session(ctx, waitStart)
+		s, err := l.session(ctx, waitStart, dead)
 		if err != nil {
 			return err
 		}
@@ -241,7 +251,7 @@ func (l *Leg) do(ctx context.Context, op func(ctx context.Context, s Session) er
 			return nil
 		}
 		if errors.Is(err, iscsiclient.ErrConnectionLost) && attempt == 0 && ctx.Err() == nil {
-			waitStart = time.Now()
+			waitStart, dead = time.Now(), s
 			continue
 		}
 		return fmt.Errorf("leg %s: %w: %w", l.cfg.Name, err, errnoOf(err))

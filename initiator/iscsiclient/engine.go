@@ -370,7 +370,7 @@ func (e *engine) r2t(h *pdu.Header, r *received) error {
 // reject ends the command whose header the Reject carries.
 func (e *engine) reject(h *pdu.Header, data []byte, r *received) error {
 	if len(data) < pdu.BHSLen {
-		return fmt.Errorf("Reject (reason 0x%02x) without the rejected header", h[2])
+		return fmt.Errorf("target sent a Reject (reason 0x%02x) without the rejected header", h[2])
 	}
 	var bad pdu.Header
 	copy(bad[:], data)

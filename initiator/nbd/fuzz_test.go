@@ -18,7 +18,9 @@ func FuzzDecodeRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		r.Check(1 << 20)
+		if errno, fatal := r.Check(1 << 20); fatal && errno == 0 {
+			t.Fatal("a fatal verdict without an error value")
+		}
 		if r.PayloadLen() < 0 {
 			t.Fatal("negative payload")
 		}
