@@ -31,7 +31,9 @@ func newFake(read func(context.Context, uint64, []byte) error) *fakeSession {
 
 func (f *fakeSession) die() { f.once.Do(func() { close(f.done) }) }
 
-func (f *fakeSession) Read(ctx context.Context, lba uint64, p []byte) error { return f.read(ctx, lba, p) }
+func (f *fakeSession) Read(ctx context.Context, lba uint64, p []byte) error {
+	return f.read(ctx, lba, p)
+}
 func (f *fakeSession) Write(ctx context.Context, lba uint64, p []byte, fua bool) error {
 	return f.read(ctx, lba, p)
 }
