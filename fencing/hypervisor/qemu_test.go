@@ -239,7 +239,7 @@ func TestQEMUGuestLifecycle(t *testing.T) {
 	drives := spec.Drives("vd")
 	require.Len(t, drives, 2)
 	require.Equal(t, drive.DriverFile, drives[0].Driver)
-	require.Equal(t, drive.DriverISCSI, drives[1].Driver)
+	require.Equal(t, drive.DriverNBD, drives[1].Driver)
 
 	// Leftovers of a dead run: a pid file naming a live process that is
 	// not qemu (this test), and stale sockets. Start must neither take
@@ -333,7 +333,10 @@ func TestQEMUGuestLifecycle(t *testing.T) {
 	t.Logf("stop took %s", took.Round(time.Millisecond))
 	assert.GreaterOrEqual(t, took, 2*time.Second)
 	assert.False(t, alive(pid), "qemu pid %d is gone", pid)
-	assert.NoDirExists(t, gdir)
+	for _, f := range []string{PIDFile, QMPSocket, ChannelSocket, HostInfoFile, BridgePIDFile} {
+		assert.NoFileExists(t, filepath.Join(gdir, f), "left after stop")
+	}
+	assert.NoDirExists(t, filepath.Join(gdir, BridgeDir))
 	_, err = d.Status(ctx, "hv")
 	require.ErrorIs(t, err, ErrNotRunning)
 	list, err = d.List(ctx)
@@ -479,5 +482,9 @@ func TestQEMUGuestSeesItsDevices(t *testing.T) {
 	assert.Contains(t, string(prev), "MHCODI-VM-EXIT "+nonce+" 0", "the previous run's console is kept")
 	require.NoError(t, d.Destroy(ctx, "hv"))
 	assert.False(t, alive(st2.PID))
-	assert.NoDirExists(t, filepath.Join(runDir, "hv"))
+	for _, f := range []string{PIDFile, QMPSocket, ChannelSocket, HostInfoFile, BridgePIDFile} {
+		assert.NoFileExists(t, filepath.Join(runDir, "hv", f), "left after destroy")
+	}
+	assert.NoDirExists(t, filepath.Join(runDir, "hv", BridgeDir))
+	assert.FileExists(t, filepath.Join(runDir, "hv", ConsoleLog), "the console stays for the operator")
 }

@@ -3,6 +3,7 @@ package iscsiclient
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -222,6 +223,9 @@ func TestRealTargetPingTimeout(t *testing.T) {
 	defer s.Close()
 	require.NoError(t, tg.cmd.Process.Signal(syscall.SIGSTOP))
 	defer tg.cmd.Process.Signal(syscall.SIGCONT)
+	// The signal is delivered asynchronously: a read issued before the
+	// target actually stops may still be served.
+	waitStopped(t, tg.cmd.Process.Pid)
 	start := time.Now()
 	errc := make(chan error, 1)
 	go func() { errc <- s.Read(ctx, 0, make([]byte, 4096)) }()
@@ -232,4 +236,19 @@ func TestRealTargetPingTimeout(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a command to a stopped target did not fail")
 	}
+}
+
+// waitStopped waits until pid is in the stopped state (T in /proc/pid/stat).
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		require.NoError(t, err)
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && len(b) > i+2 && b[i+2] == 'T' {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("pid %d did not stop", pid)
 }

@@ -140,6 +140,12 @@ func runJob(cfg *guest.Config) int {
 }
 
 func powerOff() {
+	// The exit marker must reach the host before the machine goes: wait
+	// for the serial line to drain (TCSBRK with a non-zero argument is
+	// tcdrain), then give the UART emulation a moment. Without this the
+	// marker was lost on about half the runs under TCG.
+	_ = unix.IoctlSetInt(1, unix.TCSBRK, 1)
+	time.Sleep(500 * time.Millisecond)
 	unix.Sync()
 	err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	// Still here: exiting makes init end, the kernel panic and (panic=-1,
