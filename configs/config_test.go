@@ -129,6 +129,14 @@ var brokenCases = []broken{
 	{"preferred node without legs", "    preferred_node: node-a\n", "    preferred_node: node-x\n", "guests[0].preferred_node", `node "node-x" is not defined`},
 	{"disks not a list", "    disks:\n      - name: root\n        size: 10G\n        legs: [node-b, node-a]\n", "    disks: root\n", "guests[1].disks[0]", "expected a mapping (key: value lines), got a single value"},
 	{"both backends", "    stripes: 1 ", "    stripes: 1\n  file:\n    dir: /srv ", "storage.file", `backend is "lvm"`},
+	{"bad hypervisor driver", "timeouts:\n", "hypervisor:\n  driver: kvm\ntimeouts:\n", "hypervisor.driver", `"kvm" is not a driver`},
+	{"bad accel", "timeouts:\n", "hypervisor:\n  accel: hvf\ntimeouts:\n", "hypervisor.accel", `"hvf" is not an accelerator`},
+	{"bad remote legs", "timeouts:\n", "hypervisor:\n  remote_legs: nfs\ntimeouts:\n", "hypervisor.remote_legs", "not a way to reach a remote leg"},
+	{"io timeout too long", "timeouts:\n", "hypervisor:\n  io_timeout: 10m\ntimeouts:\n", "hypervisor.io_timeout", "out of range"},
+	{"kernel without initramfs", "    vcpus: 2\n", "    vcpus: 2\n    boot: {kernel: /boot/vmlinuz}\n", "guests[0].boot", "set both kernel and initramfs"},
+	{"netlink with CHAP", "timeouts:\n", "initiator:\n  backend: netlink\ntimeouts:\n", "initiator.backend", "cannot do CHAP"},
+	{"qemu initiator with xen", "timeouts:\n", "hypervisor:\n  driver: xen\ntimeouts:\n", "initiator.backend", `needs hypervisor.driver "qemu"`},
+	{"relative link dir", "timeouts:\n", "initiator:\n  backend: open-iscsi\n  link_dir: dev/mhcodi\ntimeouts:\n", "initiator.link_dir", "not an absolute path"},
 }
 
 func TestBrokenConfigs(t *testing.T) {
