@@ -58,6 +58,8 @@ func Load(path string) (*Config, error) {
 	v.SetDefault("timeouts.lease_ttl", DefaultLeaseTTL.String())
 	v.SetDefault("hypervisor.stop_timeout", DefaultStopTimeout.String())
 	v.SetDefault("hypervisor.io_timeout", DefaultIOTimeout.String())
+	v.SetDefault("fencing.lease_margin", DefaultLeaseMargin.String())
+	v.SetDefault("fencing.monitor_interval", DefaultMonitorInterval.String())
 	if err := v.ReadInConfig(); err != nil {
 		var pe viper.ConfigParseError
 		if errors.As(err, &pe) {

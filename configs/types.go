@@ -54,6 +54,36 @@ type Config struct {
 	Hypervisor Hypervisor `mapstructure:"hypervisor" json:"hypervisor"`
 	// Initiator says how a node reaches the legs that live on other nodes.
 	Initiator Initiator `mapstructure:"initiator" json:"initiator"`
+	// Fencing says how mhcodi-fenced keeps every guest on one host.
+	Fencing Fencing `mapstructure:"fencing" json:"fencing"`
+}
+
+// Fencing configures mhcodi-fenced and its ledger.
+type Fencing struct {
+	// AutoFailover lets a node with quorum start a guest whose owner's
+	// lease expired. Off by default: mhcodi starts nothing by itself.
+	AutoFailover bool `mapstructure:"auto_failover" json:"auto_failover"`
+	// LeaseMargin is how long before its lease could expire elsewhere an
+	// owner that cannot renew destroys its guests.
+	LeaseMargin time.Duration `mapstructure:"lease_margin" json:"lease_margin"`
+	// MonitorInterval is how often every fenced compares the guests its
+	// hypervisor runs with the ledger.
+	MonitorInterval time.Duration `mapstructure:"monitor_interval" json:"monitor_interval"`
+	// Watchdog is a watchdog device (/dev/watchdog) fenced arms and feeds
+	// while it is healthy, so a hung fenced still fences; "" for none.
+	Watchdog string `mapstructure:"watchdog" json:"watchdog"`
+	// StateDir holds the embedded etcd member's data.
+	StateDir string `mapstructure:"state_dir" json:"state_dir"`
+	// Etcd is the ledger's etcd: embedded members on the nodes'
+	// management addresses unless Endpoints names an external cluster.
+	Etcd Etcd `mapstructure:"etcd" json:"etcd"`
+}
+
+// Etcd locates the ledger.
+type Etcd struct {
+	Endpoints  []string `mapstructure:"endpoints" json:"endpoints,omitempty"`
+	ClientPort uint16   `mapstructure:"client_port" json:"client_port"`
+	PeerPort   uint16   `mapstructure:"peer_port" json:"peer_port"`
 }
 
 // ClusterInfo names the cluster; both parts go into every IQN.
@@ -196,6 +226,10 @@ type Security struct {
 	// CHAPSecrets is the file with the CHAP secrets of the nodes'
 	// initiators and targets; empty means no CHAP (loopback tests only).
 	CHAPSecrets string `mapstructure:"chap_secrets" json:"chap_secrets"`
+	// TLSDir holds the cluster's certificates (mhcodi cluster init): ca.crt,
+	// and <node>.crt/<node>.key for every node (admin.crt/.key for the
+	// CLI); fenced's API and etcd require them.
+	TLSDir string `mapstructure:"tls_dir" json:"tls_dir"`
 }
 
 // Timeouts that decide how fast a dead leg or a dead host is given up on.
@@ -225,6 +259,12 @@ const (
 	DefaultIOTimeout          = 5 * time.Second
 	DefaultInitiatorBackend   = InitiatorQEMU
 	DefaultLinkDir            = "/dev/mhcodi"
+	DefaultLeaseMargin        = 3 * time.Second
+	DefaultMonitorInterval    = 3 * time.Second
+	DefaultFencedStateDir     = "/var/lib/mhcodi/fenced"
+	DefaultTLSDir             = "/etc/mhcodi/tls"
+	DefaultEtcdClientPort     = 2379
+	DefaultEtcdPeerPort       = 2380
 )
 
 // Address is an IP address with an optional port; Port 0 means the default

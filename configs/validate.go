@@ -26,6 +26,7 @@ var (
 	leaseTTLRange           = [2]time.Duration{2 * time.Second, 5 * time.Minute}
 	stopTimeoutRange        = [2]time.Duration{time.Second, time.Hour}
 	ioTimeoutRange          = [2]time.Duration{time.Second, 2 * time.Minute}
+	monitorIntervalRange    = [2]time.Duration{500 * time.Millisecond, time.Minute}
 )
 
 // vgNameRE is lvm(8)'s rule for VG names: letters, digits and "+_.-", not
@@ -104,6 +105,7 @@ func (c *Config) validate(env map[string]string) error {
 	checkRange(v, "timeouts.lease_ttl", c.Timeouts.LeaseTTL, leaseTTLRange)
 	c.validateHypervisor(v)
 	c.validateInitiator(v)
+	c.validateFencing(v)
 
 	if len(v.errs) > 0 {
 		// Left in the order the checks ran, which follows the file.
@@ -184,6 +186,34 @@ func (c *Config) validateInitiator(v *validator) {
 	if !filepath.IsAbs(in.LinkDir) {
 		v.addf("initiator.link_dir", "%q is not an absolute path", in.LinkDir)
 	}
+}
+
+func (c *Config) validateFencing(v *validator) {
+	f := &c.Fencing
+	checkRange(v, "fencing.monitor_interval", f.MonitorInterval, monitorIntervalRange)
+	if f.LeaseMargin <= 0 || f.LeaseMargin >= c.Timeouts.LeaseTTL {
+		v.addf("fencing.lease_margin", "%v must be above zero and below timeouts.lease_ttl (%v): an owner that cannot renew destroys its guests this long before its lease can expire elsewhere", f.LeaseMargin, c.Timeouts.LeaseTTL)
+	}
+	if f.StateDir == "" {
+		f.StateDir = DefaultFencedStateDir
+	}
+	f.StateDir = resolve(c.Dir, f.StateDir)
+	if f.Watchdog != "" && !filepath.IsAbs(f.Watchdog) {
+		v.addf("fencing.watchdog", "%q is not an absolute path (e.g. /dev/watchdog)", f.Watchdog)
+	}
+	if f.Etcd.ClientPort == 0 {
+		f.Etcd.ClientPort = DefaultEtcdClientPort
+	}
+	if f.Etcd.PeerPort == 0 {
+		f.Etcd.PeerPort = DefaultEtcdPeerPort
+	}
+	if f.Etcd.ClientPort == f.Etcd.PeerPort || f.Etcd.ClientPort == DefaultMgmtPort || f.Etcd.PeerPort == DefaultMgmtPort {
+		v.addf("fencing.etcd", "client_port %d, peer_port %d and fenced's port %d must differ", f.Etcd.ClientPort, f.Etcd.PeerPort, DefaultMgmtPort)
+	}
+	if c.Security.TLSDir == "" {
+		c.Security.TLSDir = DefaultTLSDir
+	}
+	c.Security.TLSDir = resolve(c.Dir, c.Security.TLSDir)
 }
 
 func checkRange(v *validator, key string, d time.Duration, r [2]time.Duration) {
