@@ -20,6 +20,7 @@ import (
 	"github.com/mhcodi/mhcodi/initiator"
 	"github.com/mhcodi/mhcodi/initiator/netlink"
 	"github.com/mhcodi/mhcodi/initiator/openiscsi"
+	"github.com/mhcodi/mhcodi/internal/sdnotify"
 )
 
 func main() {
@@ -78,15 +79,15 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "mhcodi-initiator: %v\n", err)
 		return 1
 	}
-	notify := newNotifier(log)
+	notify := sdnotify.New(log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ran := make(chan error, 1)
 	go func() { ran <- im.Run(ctx) }()
 	log.Info("mhcodi-initiator ready", "node", *node, "backend", cfg.Initiator.Backend,
 		"link_dir", cfg.Initiator.LinkDir, "state", initiator.StatePath(*stateDir, *node))
-	notify.ready()
-	go notify.watchdog(im.Healthy)
+	notify.Ready()
+	go notify.Watchdog(im.Healthy)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -100,7 +101,7 @@ func run(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				notify.reloading()
+				notify.Reloading()
 				ncfg, err := configs.Load(*cfgPath)
 				if err == nil {
 					err = im.Reload(ncfg)
@@ -110,13 +111,13 @@ func run(args []string) int {
 				} else {
 					log.Info("configuration reloaded")
 				}
-				notify.ready()
+				notify.Ready()
 				continue
 			}
 			// Sessions and links stay: guests keep their disks while
 			// the daemon is down or being upgraded.
 			log.Info("stopping; sessions and links are left in place", "signal", sig.String())
-			notify.stopping()
+			notify.Stopping()
 			cancel()
 			<-ran
 			return 0

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/internal/sdnotify"
 	"github.com/mhcodi/mhcodi/targetd"
 )
 
@@ -109,15 +110,15 @@ func run(args []string) int {
 		defer msrv.Close()
 		log.Info("metrics", "listen", mln.Addr().String())
 	}
-	notify := newNotifier(log)
+	notify := sdnotify.New(log)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	go func() { served <- d.Serve(ln) }()
 	log.Info("mhcodi-targetd ready", "listen", ln.Addr().String(), "control", *control, "exports", len(d.Exports()))
-	notify.ready()
-	go notify.watchdog(func() bool {
+	notify.Ready()
+	go notify.Watchdog(func() bool {
 		// The control socket answering proves the daemon is not wedged.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -136,7 +137,7 @@ func run(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				notify.reloading()
+				notify.Reloading()
 				ncfg, err := configs.Load(*cfgPath)
 				if err == nil {
 					err = d.Reload(ncfg)
@@ -146,11 +147,11 @@ func run(args []string) int {
 				} else {
 					log.Info("configuration reloaded", "exports", len(d.Exports()))
 				}
-				notify.ready()
+				notify.Ready()
 				continue
 			}
 			log.Info("stopping: finishing in-flight commands", "signal", sig.String())
-			notify.stopping()
+			notify.Stopping()
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			err := d.Shutdown(ctx)
 			cancel()
