@@ -208,6 +208,24 @@ func (c *httpClient) Join(ctx context.Context, r JoinRequest) (JoinResponse, err
 	return out, c.do(ctx, http.MethodPost, PathJoin, r, &out, 30*time.Second)
 }
 
+// Cluster fetches the cluster's view the node gathers (local socket).
+func (c *httpClient) Cluster(ctx context.Context) (ClusterView, error) {
+	var out ClusterView
+	// The node asks every other node (3 s each, at once) first.
+	return out, c.do(ctx, http.MethodGet, PathCluster, nil, &out, 15*time.Second)
+}
+
+// Config fetches the digest of the node's cluster file.
+func (c *httpClient) Config(ctx context.Context) (ConfigInfo, error) {
+	var out ConfigInfo
+	return out, c.do(ctx, http.MethodGet, PathConfig, nil, &out, RequestTimeout)
+}
+
+var (
+	_ ClusterClient = (*httpClient)(nil)
+	_ ConfigClient  = (*httpClient)(nil)
+)
+
 // Op streams the operation's progress; it has no timeout of its own (an
 // evacuation may take minutes): the caller's ctx bounds it.
 func (c *httpClient) Op(ctx context.Context, r OpRequest, progress func(Progress)) error {

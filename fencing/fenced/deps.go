@@ -33,41 +33,39 @@ import (
 )
 
 // Member is this node's embedded etcd member, as fenced uses it
-// (fencing/member; nil with an external etcd).
+// (*member.Member; nil with an external etcd). Its client, and so the
+// Store on it, stays valid across Fork and Rejoin.
 type Member interface {
-	// Removed is closed when the member learns that the cluster no
-	// longer counts it (a forced failover forked the ledger away).
-	Removed() <-chan struct{}
-	// AddMember adds name at peerURL to the cluster and says how the
-	// joiner must start.
-	AddMember(ctx context.Context, name, peerURL string) (api.JoinResponse, error)
+	// Done is closed when the member's current run ends; Removed then
+	// says whether the cluster no longer counts it (a forced failover
+	// forked the ledger away).
+	Done() <-chan struct{}
+	Removed() bool
+	// AddMember adds name at peerURL to the cluster and returns the
+	// --initial-cluster the joiner must start with.
+	AddMember(ctx context.Context, name, peerURL string) (string, error)
 	// PeerURL is this member's peer URL, for a Join request.
 	PeerURL() string
-	// ResetData removes the member's data directory (before a rejoin).
-	ResetData() error
-	Stop() error
+	// Fork restarts the member with --force-new-cluster.
+	Fork(ctx context.Context) error
+	// Rejoin moves the member's data aside and starts it as a new member
+	// of the cluster join describes.
+	Rejoin(ctx context.Context, join api.JoinResponse) error
+	Stop()
 }
 
-// LedgerOptions say how to (re)start the ledger.
-type LedgerOptions struct {
-	// ForceNewCluster forks the ledger to this node alone.
-	ForceNewCluster bool
-	// Join starts a member with an empty data directory as a new member
-	// of the cluster a peer described.
-	Join *api.JoinResponse
-}
-
-// LedgerStarter starts this node's member (if any) and the Store on it.
+// LedgerStarter starts this node's member (nil with an external etcd)
+// and the Store on it; the Store is closed before the member is stopped.
 type LedgerStarter interface {
-	StartLedger(ctx context.Context, o LedgerOptions) (Member, ledger.Store, error)
+	StartLedger(ctx context.Context) (Member, ledger.Store, error)
 }
 
 // LedgerStarterFunc adapts a function to LedgerStarter.
-type LedgerStarterFunc func(ctx context.Context, o LedgerOptions) (Member, ledger.Store, error)
+type LedgerStarterFunc func(ctx context.Context) (Member, ledger.Store, error)
 
 // StartLedger calls f.
-func (f LedgerStarterFunc) StartLedger(ctx context.Context, o LedgerOptions) (Member, ledger.Store, error) {
-	return f(ctx, o)
+func (f LedgerStarterFunc) StartLedger(ctx context.Context) (Member, ledger.Store, error) {
+	return f(ctx)
 }
 
 // Operator carries out operations (fencing/ops.Operator).

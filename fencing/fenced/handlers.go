@@ -21,6 +21,7 @@ import (
 	"github.com/mhcodi/mhcodi/fencing/api"
 	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
+	"github.com/mhcodi/mhcodi/fencing/ops"
 	"github.com/mhcodi/mhcodi/targetd"
 )
 
@@ -61,6 +62,8 @@ func (s *Server) mux() *http.ServeMux {
 	m.HandleFunc("POST "+api.PathDestroy, s.handleDestroy)
 	m.HandleFunc("POST "+api.PathOp, s.handleOp)
 	m.HandleFunc("POST "+api.PathJoin, s.handleJoin)
+	m.HandleFunc("GET "+api.PathCluster, s.handleCluster)
+	m.HandleFunc("GET "+api.PathConfig, s.handleConfig)
 	return m
 }
 
@@ -560,10 +563,29 @@ func (s *Server) handleOp(w http.ResponseWriter, r *http.Request) {
 	err := s.op.Run(s.baseCtx, req, emit)
 	last := api.Progress{Step: "done", Message: "done", Done: true}
 	if err != nil {
-		last.Message, last.Err = "failed", err.Error()
+		last.Message, last.Err, last.Hint = "failed", err.Error(), ops.HintOf(err)
 		s.log.Warn("operation failed", "op", req.Op, "guest", req.Guest, "err", err)
 	}
 	emit(last)
+}
+
+// handleCluster gathers the whole cluster's view for the local CLI (which
+// has no certificates of its own).
+func (s *Server) handleCluster(w http.ResponseWriter, r *http.Request) {
+	if identityOf(r) != identityLocal {
+		writeError(w, http.StatusForbidden, "the cluster view is served on the local socket only")
+		return
+	}
+	v, err := ops.Gather(r.Context(), Env{s: s})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "gathering the cluster's view: %v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) handleConfig(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, api.ConfigInfo{Node: s.self, Path: s.cfg.Path, Digest: ops.ConfigDigest(s.cfg)})
 }
 
 func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
@@ -589,7 +611,8 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
-	resp, err := m.AddMember(ctx, req.Node, req.PeerURL)
+	ic, err := m.AddMember(ctx, req.Node, req.PeerURL)
+	resp := api.JoinResponse{InitialCluster: ic}
 	if err != nil {
 		s.log.Warn("join refused", "joiner", req.Node, "peer_url", req.PeerURL, "err", err)
 		writeError(w, http.StatusConflict, "adding %s: %v", req.Node, err)

@@ -39,7 +39,7 @@ type RunOptions struct {
 func (s *Server) Run(ctx context.Context, o RunOptions) error {
 	s.baseCtx = ctx
 	tlsSrv, localSrv := s.HTTPServers()
-	serveErr := make(chan error, 2)
+	serveErr := make(chan error, 4)
 	if o.TLS != nil {
 		if o.ServerTLS == nil {
 			return errors.New("fenced: a TLS listener without a TLS configuration")
@@ -70,7 +70,7 @@ func (s *Server) Run(ctx context.Context, o RunOptions) error {
 		goLoop(s.watchLoop)
 	}
 	goLoop(func(ctx context.Context) {
-		if !s.startLedger(ctx, LedgerOptions{}) {
+		if !s.startLedger(ctx) {
 			return
 		}
 		close(s.ready)
@@ -78,7 +78,10 @@ func (s *Server) Run(ctx context.Context, o RunOptions) error {
 		if o.Ready != nil {
 			o.Ready()
 		}
-		s.superviseLedger(ctx)
+		if err := s.superviseLedger(ctx); err != nil {
+			s.log.Error("ledger member gone", "err", err)
+			serveErr <- err
+		}
 	})
 
 	var err error
@@ -145,9 +148,9 @@ func (s *Server) armLease() error {
 
 // startLedger starts the member and the store, retrying until it works
 // or ctx ends.
-func (s *Server) startLedger(ctx context.Context, o LedgerOptions) bool {
+func (s *Server) startLedger(ctx context.Context) bool {
 	for {
-		m, st, err := s.starter.StartLedger(ctx, o)
+		m, st, err := s.starter.StartLedger(ctx)
 		if err == nil {
 			s.memberMu.Lock()
 			s.member = m
@@ -181,64 +184,69 @@ func (s *Server) stopLedger() {
 	s.member = nil
 	s.memberMu.Unlock()
 	if m != nil {
-		if err := m.Stop(); err != nil {
-			s.log.Warn("stopping the ledger member", "err", err)
-		}
+		m.Stop()
 	}
 }
 
 // forceNewCluster forks the ledger to this node alone: the member is
-// stopped and started again with --force-new-cluster.
+// restarted with --force-new-cluster; the Store stays (its client
+// reconnects).
 func (s *Server) forceNewCluster(ctx context.Context) error {
 	s.memberMu.Lock()
 	m := s.member
 	s.memberMu.Unlock()
-	if m == nil && len(s.cfg.Fencing.Etcd.Endpoints) > 0 {
-		return errors.New("force new cluster: the ledger is an external etcd; fork it there")
+	if m == nil {
+		return errors.New("force new cluster: this node runs no ledger member (an external etcd is forked where it runs)")
 	}
 	s.log.Warn("FORCED: forking the ledger to this node alone (the operator says every other node is down)")
-	s.stopLedger()
-	m2, st, err := s.starter.StartLedger(ctx, LedgerOptions{ForceNewCluster: true})
-	if err != nil {
+	if err := m.Fork(ctx); err != nil {
 		return fmt.Errorf("force new cluster: %w", err)
 	}
-	s.memberMu.Lock()
-	s.member = m2
-	s.memberMu.Unlock()
-	s.ledger.set(st)
 	s.kickMonitor()
 	return nil
 }
 
-// superviseLedger waits for the member to be removed from the cluster
-// (the ledger was forked away while this node was gone) and rejoins.
-func (s *Server) superviseLedger(ctx context.Context) {
+// errMemberStopped ends Run when the member stopped by itself for another
+// reason than removal: systemd restarts fenced, which starts it again.
+var errMemberStopped = errors.New("fenced: the ledger member stopped by itself")
+
+// superviseLedger waits for the member's run to end: removed from the
+// cluster (the ledger was forked away while this node was gone), it
+// rejoins; stopped for another reason, fenced ends.
+func (s *Server) superviseLedger(ctx context.Context) error {
 	for {
 		s.memberMu.Lock()
 		m := s.member
 		s.memberMu.Unlock()
-		var removed <-chan struct{}
-		if m != nil {
-			removed = m.Removed()
+		if m == nil {
+			<-ctx.Done()
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-removed:
-			s.rejoin(ctx, m)
-		case <-time.After(ledgerRetry):
-			// The member may have been replaced (a forced failover).
+			return nil
+		case <-m.Done():
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !m.Removed() {
+			return errMemberStopped
+		}
+		if !s.rejoin(ctx, m) {
+			return nil
 		}
 	}
 }
 
 // rejoin brings a node whose ledger was forked away back as a new member:
 // first it destroys every guest the peers' ledgers do not give it, then
-// it drops its data and joins through a peer. Its legs were marked stale
-// by the forced failover, so the guests resync them in full.
-func (s *Server) rejoin(ctx context.Context, old Member) {
+// it joins through a peer, its old data moved aside. Its legs were marked
+// stale by the forced failover, so the guests resync them in full. It
+// reports whether it rejoined (false: ctx ended).
+func (s *Server) rejoin(ctx context.Context, m Member) bool {
 	s.log.Error("this node's ledger member was removed (a forced failover forked the ledger): rejoining")
-	for ctx.Err() == nil {
+	for {
 		peers := s.askPeers(ctx)
 		var authoritative []api.LedgerResponse
 		for _, p := range peers {
@@ -249,43 +257,37 @@ func (s *Server) rejoin(ctx context.Context, old Member) {
 		if len(authoritative) == 0 {
 			s.log.Warn("rejoin: no peer with a working ledger answers yet", "answered", len(peers))
 			if !sleepCtx(ctx, ledgerRetry) {
-				return
+				return false
 			}
 			continue
 		}
 		if !s.witness {
 			s.destroyUnowned(ctx, authoritative)
 		}
-		s.stopLedger()
-		if err := old.ResetData(); err != nil {
-			s.log.Error("rejoin: cannot remove the old ledger data", "err", err)
-			if !sleepCtx(ctx, ledgerRetry) {
-				return
-			}
-			continue
-		}
-		var join *api.JoinResponse
+		joined := false
 		for _, p := range authoritative {
 			jctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-			resp, err := s.client(p.Node).Join(jctx, api.JoinRequest{Node: s.self, PeerURL: old.PeerURL()})
+			resp, err := s.client(p.Node).Join(jctx, api.JoinRequest{Node: s.self, PeerURL: m.PeerURL()})
 			cancel()
 			if err != nil {
 				s.log.Warn("rejoin: peer refused", "peer", p.Node, "err", err)
 				continue
 			}
-			join = &resp
+			if err := m.Rejoin(ctx, resp); err != nil {
+				s.log.Error("rejoin: cannot start the member again", "peer", p.Node, "err", err)
+				continue
+			}
+			s.log.Info("rejoined the ledger as a new member", "through", p.Node, "initial_cluster", resp.InitialCluster)
+			joined = true
 			break
 		}
-		if join == nil {
-			if !sleepCtx(ctx, ledgerRetry) {
-				return
-			}
-			continue
+		if joined {
+			s.kickMonitor()
+			return true
 		}
-		if s.startLedger(ctx, LedgerOptions{Join: join}) {
-			s.log.Info("rejoined the ledger as a new member", "initial_cluster", join.InitialCluster)
+		if !sleepCtx(ctx, ledgerRetry) {
+			return false
 		}
-		return
 	}
 }
 

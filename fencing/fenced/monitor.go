@@ -8,14 +8,15 @@ import (
 	"github.com/mhcodi/mhcodi/fencing/api"
 	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
+	"github.com/mhcodi/mhcodi/fencing/ops"
 )
 
-// QuorumMode reports whether the ledger has a majority to lose: three or
-// more voters (storage nodes and a witness alike). Then owners hold
+// QuorumMode reports whether the ledger has a majority to lose (three or
+// more voters, or an external etcd: ops.QuorumMode). Then owners hold
 // leases and fence themselves when they cannot renew. With two voters
 // there is no majority once one is gone, so guests keep running and only
 // the operator's --force moves them.
-func QuorumMode(cfg *configs.Config) bool { return len(cfg.Nodes) >= 3 }
+func QuorumMode(cfg *configs.Config) bool { return ops.QuorumMode(cfg) }
 
 // MonitorInput is what one monitor round read.
 type MonitorInput struct {

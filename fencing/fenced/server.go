@@ -371,7 +371,7 @@ func ListenUnix(path string) (net.Listener, error) {
 
 type unknownNode string
 
-func (u unknownNode) err() error { return fmt.Errorf("node %q is not in the cluster file", string(u)) }
+func (u unknownNode) err() error   { return fmt.Errorf("node %q is not in the cluster file", string(u)) }
 func (u unknownNode) Node() string { return string(u) }
 func (u unknownNode) NodeStatus(context.Context) (api.NodeStatus, error) {
 	return api.NodeStatus{}, u.err()
