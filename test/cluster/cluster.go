@@ -53,8 +53,20 @@ type Options struct {
 	// Guests go into the cluster file; nil means DefaultGuests.
 	Guests []configs.Guest
 	// ExtraYAML is appended to the generated cluster file: top-level
-	// sections it does not write (security, timeouts).
+	// sections it does not write. It must not repeat a section that other
+	// options write (fencing always; timeouts with Timeouts, security
+	// with TLS).
 	ExtraYAML string
+	// Fencing are more "key: value" lines of the fencing section
+	// (auto_failover: true); state_dir is set per node (Host.ConfigPath).
+	Fencing []string
+	// Timeouts are "key: value" lines of a timeouts section
+	// (lease_ttl: 10s).
+	Timeouts []string
+	// TLS gives the cluster certificates: security.tls_dir is TLSDir, and
+	// New fills it with `mhcodi cluster init`, as an operator would.
+	// mhcodi-fenced needs them.
+	TLS bool
 	// ClusterName and IQNPrefix default to "test" and
 	// "iqn.2026-11.org.mhcodi".
 	ClusterName, IQNPrefix string
@@ -261,6 +273,11 @@ func (c *Cluster) setup(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if c.opts.TLS {
+		if err := c.initTLS(ctx, cfg.Path); err != nil {
+			return err
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.Config, c.ConfigPath = cfg, cfg.Path
@@ -370,6 +387,7 @@ func (c *Cluster) teardown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var errs []error
+	errs = append(errs, c.stopFenced()...)
 	var wg sync.WaitGroup
 	var emu sync.Mutex
 	for _, h := range c.hosts {

@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -37,7 +38,33 @@ func q(s string) string { return strconv.Quote(s) }
 // the parent <dir>/run; Host.RunDir (<dir>/run/<node>) is what a daemon of
 // one node gets as its own run directory (targetd's control socket lives
 // there), passed by flag.
+//
+// mhcodi-fenced and the CLI take no such flags: on a real cluster
+// hypervisor.run_dir and fencing.state_dir are per machine by nature. Here
+// every node shares one filesystem, so each node also gets its own copy of
+// the file, Host.ConfigPath, that differs only in those two paths (its
+// guests' run directories under Host.RunDir, its etcd member under
+// Host.StateDir). Everything else is the same byte for byte.
 func (c *Cluster) writeConfig(o *Options) (*configs.Config, error) {
+	path := c.path("cluster.yaml")
+	cfg, err := c.writeConfigFile(o, path, c.path("run"), c.path("state", "fenced"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(c.path("nodes"), 0o755); err != nil {
+		return nil, fmt.Errorf("node cluster files: %w", err)
+	}
+	for _, h := range c.hosts {
+		if _, err := c.writeConfigFile(o, h.ConfigPath(), h.RunDir(), filepath.Join(h.StateDir(), "fenced")); err != nil {
+			return nil, fmt.Errorf("host %s: %w", h.Name, err)
+		}
+	}
+	return cfg, nil
+}
+
+// writeConfigFile writes one cluster file with the given run and fenced
+// state directories, and loads it back.
+func (c *Cluster) writeConfigFile(o *Options, path, runDir, fencedState string) (*configs.Config, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by test/cluster for run %s; the nodes are network namespaces\n", c.prefix)
 	fmt.Fprintf(&b, "# on the bridge in netns %s (subnet %s).\n", c.bridgeNetns, c.subnet)
@@ -88,18 +115,30 @@ func (c *Cluster) writeConfig(o *Options) (*configs.Config, error) {
 		}
 	}
 	fmt.Fprintf(&b, "\nhypervisor:\n  driver: qemu\n  accel: tcg\n  run_dir: %s\n  image_dir: %s\n",
-		q(c.path("run")), q(o.ImageDir))
+		q(runDir), q(o.ImageDir))
 	for _, l := range o.Hypervisor {
 		fmt.Fprintf(&b, "  %s\n", l)
 	}
 	// link_dir must be absolute and is per node by construction
 	// (<link_dir>/<guest>/<disk>/<node>), so one directory of the run does.
 	fmt.Fprintf(&b, "\ninitiator:\n  link_dir: %s\n", q(c.path("links")))
+	fmt.Fprintf(&b, "\nfencing:\n  state_dir: %s\n", q(fencedState))
+	for _, l := range o.Fencing {
+		fmt.Fprintf(&b, "  %s\n", l)
+	}
+	if len(o.Timeouts) > 0 {
+		b.WriteString("\ntimeouts:\n")
+		for _, l := range o.Timeouts {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	if o.TLS {
+		fmt.Fprintf(&b, "\nsecurity:\n  tls_dir: %s\n", q(c.TLSDir()))
+	}
 	if o.ExtraYAML != "" {
 		b.WriteString("\n" + strings.TrimSpace(o.ExtraYAML) + "\n")
 	}
 
-	path := c.path("cluster.yaml")
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		return nil, fmt.Errorf("write cluster file: %w", err)
 	}

@@ -51,6 +51,9 @@ type daemonSpec struct {
 	// Listen, when set, is a TCP address in the host that accepts once the
 	// daemon is ready.
 	Listen string `json:"listen,omitempty"`
+	// Socket, when set, is a unix socket that answers GET /v1/node once
+	// the daemon is ready (fenced's local socket).
+	Socket string `json:"socket,omitempty"`
 	// Wanted is false once the daemon was stopped on purpose: Revive
 	// leaves it down.
 	Wanted bool `json:"wanted"`
@@ -167,15 +170,24 @@ func (h *Host) startDaemon(d daemonSpec) (*Proc, error) {
 // daemonized, read from its pid file) to those Freeze, Thaw, Kill and
 // teardown signal. It is verified by its start time from then on, so a
 // recycled PID is never signalled. Revive does not restart it.
-func (h *Host) Track(name string, pid int) (*Proc, error) {
+func (h *Host) Track(name string, pid int) (*Proc, error) { return h.track(name, pid, false) }
+
+// track is Track; teardown passes closing to track what fenced left
+// behind while nothing new may start.
+func (h *Host) track(name string, pid int, closing bool) (*Proc, error) {
 	start, zombie, err := procStart(pid)
 	if err != nil || zombie {
 		return nil, fmt.Errorf("host %s: track %s pid %d: not running (%v)", h.Name, name, pid, err)
 	}
 	h.c.mu.Lock()
 	defer h.c.mu.Unlock()
-	if h.c.closing {
+	if h.c.closing && !closing {
 		return nil, fmt.Errorf("host %s: track %s: the cluster is being torn down", h.Name, name)
+	}
+	for _, p := range h.procs {
+		if p.PID == pid && p.start == start {
+			return p, nil // already known: one Proc per process
+		}
 	}
 	p := &Proc{Name: name, PID: pid, host: h, start: start}
 	h.procs = append(h.procs, p)
@@ -265,6 +277,11 @@ func (h *Host) startReady(ctx context.Context, d daemonSpec) (*Proc, error) {
 	p, err := h.startDaemon(d)
 	if err != nil {
 		return nil, err
+	}
+	if d.Socket != "" {
+		if err := h.waitSocket(ctx, p, d); err != nil {
+			return nil, err
+		}
 	}
 	if d.Listen == "" {
 		return p, nil

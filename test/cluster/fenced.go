@@ -1,0 +1,249 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/fencing/api"
+)
+
+// FencedName is the name the host gives its mhcodi-fenced process.
+const FencedName = "fenced"
+
+// fencedReady is how long StartFenced and Revive wait for a new fenced to
+// answer on its socket: it starts its etcd member first, which may wait
+// for peers, but it serves the local socket without quorum.
+const fencedReady = 30 * time.Second
+
+// ConfigPath is the host's own copy of the cluster file (see writeConfig):
+// what its fenced and its CLI read.
+func (h *Host) ConfigPath() string { return h.c.path("nodes", h.Name+".yaml") }
+
+// FencedSocket is the local unix socket of the host's fenced, where its
+// CLI talks to it.
+func (h *Host) FencedSocket() string { return filepath.Join(h.RunDir(), "fenced.sock") }
+
+// TLSDir holds the cluster's certificates when Options.TLS.
+func (c *Cluster) TLSDir() string { return c.path("tls") }
+
+// initTLS makes the cluster's certificates the way an operator does.
+func (c *Cluster) initTLS(ctx context.Context, config string) error {
+	cmd := exec.CommandContext(ctx, c.Bin("mhcodi"), "cluster", "init", "--config", config, "--out", c.TLSDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("cluster certificates: mhcodi cluster init: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// StartFenced starts mhcodi-fenced on the host (--witness on the witness)
+// with its own copy of the cluster file and its local socket, and returns
+// once the socket answers GET /v1/node. extra are more fenced flags.
+// Revive starts it again the same way.
+func (h *Host) StartFenced(ctx context.Context, extra ...string) (*Proc, error) {
+	bin := h.c.Bin("mhcodi-fenced")
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("host %s: %w (make build builds it)", h.Name, err)
+	}
+	// A socket left by a fenced that was killed would answer nothing and
+	// could be mistaken for the new one's until it binds.
+	if err := os.Remove(h.FencedSocket()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	argv := []string{bin, "--config", h.ConfigPath(), "--node", h.Name, "--socket", h.FencedSocket()}
+	if h.Role == configs.RoleWitness {
+		argv = append(argv, "--witness")
+	}
+	argv = append(argv, extra...)
+	return h.startReady(ctx, daemonSpec{Name: FencedName, Argv: argv, Socket: h.FencedSocket(), Wanted: true})
+}
+
+// waitSocket waits until a daemon's unix socket answers GET /v1/node with
+// 200, or the daemon exits.
+func (h *Host) waitSocket(ctx context.Context, p *Proc, d daemonSpec) error {
+	ctx, cancel := context.WithTimeout(ctx, fencedReady)
+	defer cancel()
+	var last error
+	for {
+		if last = h.c.pingSocket(ctx, d.Socket); last == nil {
+			return nil
+		}
+		select {
+		case <-p.Done():
+			return fmt.Errorf("host %s: %s exited before answering on %s (%v); its log:\n%s", h.Name, d.Name, d.Socket, p.WaitErr(), p.LogTail(4000))
+		case <-ctx.Done():
+			_ = p.Stop(5 * time.Second)
+			return fmt.Errorf("host %s: %s did not answer on %s: %w (last try: %v); its log:\n%s", h.Name, d.Name, d.Socket, ctx.Err(), last, p.LogTail(4000))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// pingSocket asks GET /v1/node on a unix socket.
+func (c *Cluster) pingSocket(ctx context.Context, socket string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableKeepAlives: true,
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://fenced"+api.PathNode, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", api.PathNode, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+// StopFenced stops the host's fenced (SIGTERM, SIGKILL after 10 s) and
+// keeps it down. The guests it started keep running, as on a real host.
+func (h *Host) StopFenced() error { return h.Stop(FencedName, 10*time.Second) }
+
+// CLIResult is what a mhcodi command run by Host.CLI did.
+type CLIResult struct {
+	Code           int
+	Stdout, Stderr string
+	Took           time.Duration
+}
+
+// String is the command's outcome for failure messages.
+func (r CLIResult) String() string {
+	return fmt.Sprintf("exit %d after %.1f s\nstdout:\n%s\nstderr:\n%s", r.Code, r.Took.Seconds(), r.Stdout, r.Stderr)
+}
+
+// CLI runs `mhcodi <args> --config <ConfigPath> --node <name> --socket
+// <FencedSocket>` inside the host, as its sysadmin would, and returns its
+// exit code and output. The flags come after args, where both the root's
+// and a subcommand's flags are accepted. The error is only for a command
+// that could not run (or ctx ended); a non-zero exit is in the result.
+func (h *Host) CLI(ctx context.Context, args ...string) (CLIResult, error) {
+	argv := append([]string{h.c.Bin("mhcodi")}, args...)
+	argv = append(argv, "--config", h.ConfigPath(), "--node", h.Name, "--socket", h.FencedSocket())
+	cmd := h.Exec(ctx, argv...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// Its own process group, so a ^C of the test reaches only the test,
+	// which tears down in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	err := cmd.Run()
+	res := CLIResult{Stdout: stdout.String(), Stderr: stderr.String(), Took: time.Since(start)}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exit) && exit.Exited():
+		res.Code = exit.ExitCode()
+	case ctx.Err() != nil:
+		return res, fmt.Errorf("host %s: mhcodi %s: %w", h.Name, strings.Join(args, " "), ctx.Err())
+	default:
+		return res, fmt.Errorf("host %s: mhcodi %s: %w", h.Name, strings.Join(args, " "), err)
+	}
+	return res, nil
+}
+
+// TrackGuests tracks every process named by a pid file in the host's
+// guest run directories (<RunDir>/<guest>/*.pid: qemu.pid, bridge.pid),
+// the guests a fenced started: qemu daemonizes and the leg bridge has its
+// own session, so neither dies with fenced, and without tracking Freeze,
+// Kill and teardown would miss them. A pid file whose process is gone, or
+// runs outside the host's namespace (a stale file whose PID was reused),
+// is skipped. It returns the processes it tracks, already tracked ones
+// included; calling it again is harmless.
+func (h *Host) TrackGuests() ([]*Proc, error) { return h.trackGuests(false) }
+
+func (h *Host) trackGuests(closing bool) ([]*Proc, error) {
+	files, err := filepath.Glob(filepath.Join(h.RunDir(), "*", "*.pid"))
+	if err != nil {
+		return nil, fmt.Errorf("host %s: %w", h.Name, err)
+	}
+	var out []*Proc
+	var errs []error
+	for _, f := range files {
+		pid, err := readPID(f)
+		if err != nil {
+			continue // being written or removed: the next scan sees it
+		}
+		if !h.inNetns(pid) {
+			continue
+		}
+		guest := filepath.Base(filepath.Dir(f))
+		name := guest + "-" + strings.TrimSuffix(filepath.Base(f), ".pid")
+		p, err := h.track(name, pid, closing)
+		if err != nil {
+			if _, _, serr := procStart(pid); serr != nil {
+				continue // exited meanwhile
+			}
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, errors.Join(errs...)
+}
+
+func readPID(file string) (int, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 1 {
+		return 0, fmt.Errorf("pid file %s: %q", file, b)
+	}
+	return pid, nil
+}
+
+// inNetns reports whether pid runs in the host's network namespace.
+func (h *Host) inNetns(pid int) bool {
+	var want, got syscall.Stat_t
+	if syscall.Stat(filepath.Join("/run/netns", h.Netns), &want) != nil {
+		return false
+	}
+	if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &got) != nil {
+		return false
+	}
+	return want.Dev == got.Dev && want.Ino == got.Ino
+}
+
+// stopFenced is teardown's first step: every fenced stops (so none starts
+// or restarts a guest while the rest goes down), then whatever guests
+// they left are tracked, so the general stop ends them too.
+func (c *Cluster) stopFenced() []error {
+	var errs []error
+	for _, h := range c.hosts {
+		if p := h.Proc(FencedName); p != nil {
+			if err := p.Stop(5 * time.Second); err != nil {
+				errs = append(errs, fmt.Errorf("host %s: %w", h.Name, err))
+			}
+		}
+	}
+	for _, h := range c.hosts {
+		if _, err := h.trackGuests(true); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
