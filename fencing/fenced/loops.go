@@ -384,6 +384,7 @@ func (s *Server) listRunning(ctx context.Context) ([]hypervisor.Status, error) {
 // must not run here, then keep the channels, the leases and automatic
 // failover up to date.
 func (s *Server) MonitorOnce(ctx context.Context) {
+	defer func() { s.lastRound.Store(time.Now().UnixNano()) }()
 	_, gens := s.guardSnapshot()
 	running, err := s.listRunning(ctx)
 	if err != nil {

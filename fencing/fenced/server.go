@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -101,6 +102,8 @@ type Server struct {
 
 	kick    chan struct{}
 	baseCtx context.Context
+	// lastRound is when the last monitor round ended (unix nanoseconds).
+	lastRound atomic.Int64
 }
 
 // guard serialises requests and monitor actions on one guest: busy while
@@ -192,6 +195,17 @@ func New(o Options) (*Server, error) {
 	}
 	s.loopback = api.NewClientWithTransport(s.self, "http://loopback", loopback{h: s.localHandler()})
 	return s, nil
+}
+
+// Healthy reports whether the loops run: a monitor round ended within
+// maxAge (a witness runs none and is healthy while it serves). It feeds
+// systemd's watchdog, so a wedged fenced is restarted.
+func (s *Server) Healthy(maxAge time.Duration) bool {
+	if s.witness {
+		return true
+	}
+	last := s.lastRound.Load()
+	return last != 0 && time.Since(time.Unix(0, last)) < maxAge
 }
 
 // Registry holds the Server's metrics.
