@@ -2,11 +2,8 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -59,13 +56,12 @@ disk's legs: up, degraded, resyncing N%, stale since epoch N, missing, down).`,
 func fetchCluster(ctx context.Context, f *fencedFlags) (api.ClusterView, error) {
 	ctx, cancel := context.WithTimeout(ctx, clusterTimeout)
 	defer cancel()
-	var v api.ClusterView
-	var err error
-	if cc, ok := f.client().(api.ClusterClient); ok {
-		v, err = cc.Cluster(ctx)
-	} else {
-		err = getUnixJSON(ctx, f.socketPath(), api.PathCluster, &v)
+	cc, ok := f.client().(api.ClusterClient)
+	if !ok {
+		// api.NewUnixClient has Cluster; this is a build without it.
+		return api.ClusterView{}, &exitError{ExitInvalid, fmt.Errorf("this mhcodi's fenced client cannot fetch %s", api.PathCluster)}
 	}
+	v, err := cc.Cluster(ctx)
 	if err != nil {
 		if api.StatusOf(err) != 0 {
 			return v, &exitError{ExitInvalid, err}
@@ -73,37 +69,6 @@ func fetchCluster(ctx context.Context, f *fencedFlags) (api.ClusterView, error) 
 		return v, f.unreachable(err)
 	}
 	return v, nil
-}
-
-// getUnixJSON GETs path from the fenced at socket, for the paths the
-// api.Client interface has no method for.
-func getUnixJSON(ctx context.Context, socket, path string, out any) error {
-	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", socket)
-	}}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://fenced"+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		msg := strings.TrimSpace(string(b))
-		var eb api.ErrorBody
-		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
-			msg = eb.Error
-		}
-		return &api.StatusError{Method: http.MethodGet, Path: path, Status: resp.StatusCode, Message: msg}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("GET %s: decoding the answer: %w", path, err)
-	}
-	return nil
 }
 
 func printStatus(out io.Writer, cfg *configs.Config, r ops.Report) error {
