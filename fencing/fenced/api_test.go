@@ -264,6 +264,7 @@ func TestStartChecksTheLedger(t *testing.T) {
 	store.put(ledger.Record{Guest: "web", Owner: "node-b", Epoch: 5, Desired: ledger.DesiredRunning})
 	s.MonitorOnce(ctx)
 	assert.False(t, drv.isRunning("web"))
+	assert.Equal(t, []string{"web"}, drv.destroyedList())
 	in := s.Incidents()
 	require.Len(t, in, 1)
 	assert.Equal(t, "node-b", in[0].Owner)

@@ -92,7 +92,6 @@ type fakeStore struct {
 	node     string
 	renewed  time.Time
 	quorum   error
-	watchers []chan string
 	holds    []string
 	drops    []string
 }
@@ -377,6 +376,7 @@ func newTestServer(t *testing.T, cfg *configs.Config, node string) (*Server, *fa
 	})
 	require.NoError(t, err)
 	s.ledger.set(st)
+	t.Cleanup(s.channels.Close)
 	return s, st, drv, td
 }
 
