@@ -274,7 +274,7 @@ func (c *Cluster) setup(ctx context.Context) (err error) {
 		return err
 	}
 	if c.opts.TLS {
-		if err := c.initTLS(ctx, cfg.Path); err != nil {
+		if err := c.initTLS(ctx, cfg); err != nil {
 			return err
 		}
 	}

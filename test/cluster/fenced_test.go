@@ -17,6 +17,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing/api"
+	"github.com/mhcodi/mhcodi/fencing/certs"
 )
 
 // TestNodeConfigs: every host gets its own copy of the cluster file that
@@ -25,7 +26,7 @@ import (
 func TestNodeConfigs(t *testing.T) {
 	c := NewT(t, Options{Nodes: 2, Witness: true,
 		Fencing:  []string{"auto_failover: true", "monitor_interval: 2s"},
-		Timeouts: []string{"lease_ttl: 12s"}})
+		Timeouts: []string{"lease_ttl: 12s"}, TLS: true})
 	main, err := os.ReadFile(c.ConfigPath)
 	require.NoError(t, err)
 	for _, h := range c.Hosts() {
@@ -36,6 +37,9 @@ func TestNodeConfigs(t *testing.T) {
 		assert.True(t, cfg.Fencing.AutoFailover)
 		assert.Equal(t, 2*time.Second, cfg.Fencing.MonitorInterval)
 		assert.Equal(t, 12*time.Second, cfg.Timeouts.LeaseTTL)
+		assert.Equal(t, c.TLSDir(), cfg.Security.TLSDir)
+		assert.FileExists(t, certs.CertFile(c.TLSDir(), h.Name))
+		assert.FileExists(t, certs.KeyFile(c.TLSDir(), h.Name))
 		b, err := os.ReadFile(h.ConfigPath())
 		require.NoError(t, err)
 		// Same file but for those two lines.
@@ -110,7 +114,7 @@ func TestStartFencedAndCLI(t *testing.T) {
 	require.NoError(t, err)
 	b, err := os.ReadFile(a.LogPath(FencedName))
 	require.NoError(t, err)
-	assert.Contains(t, string(b), fmt.Sprintf("args: --config %s --node node-a --socket %s --extra", a.ConfigPath(), a.FencedSocket()))
+	assert.Contains(t, string(b), fmt.Sprintf("args: --config %s --node node-a --socket %s --metrics off --targetd-socket %s --extra", a.ConfigPath(), a.FencedSocket(), a.TargetdControl()))
 
 	// Killed and revived: it answers again.
 	require.NoError(t, a.Kill())
