@@ -145,7 +145,9 @@ func startServer(t *testing.T) *runningServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, RunOptions{TLS: ln, ServerTLS: srvTLS, Local: uln, Ready: func() { close(ready) }}) }()
+	go func() {
+		done <- s.Run(ctx, RunOptions{TLS: ln, ServerTLS: srvTLS, Local: uln, Ready: func() { close(ready) }})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {

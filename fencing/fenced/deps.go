@@ -38,9 +38,11 @@ import (
 type Member interface {
 	// Done is closed when the member's current run ends; Removed then
 	// says whether the cluster no longer counts it (a forced failover
-	// forked the ledger away).
+	// forked the ledger away), Err why it stopped by itself (nil: on
+	// purpose, as Fork and Rejoin restart it in place).
 	Done() <-chan struct{}
 	Removed() bool
+	Err() error
 	// AddMember adds name at peerURL to the cluster and returns the
 	// --initial-cluster the joiner must start with.
 	AddMember(ctx context.Context, name, peerURL string) (string, error)

@@ -86,14 +86,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // fakeStore is an in-memory ledger.Store.
 type fakeStore struct {
-	mu       sync.Mutex
-	recs     map[string]ledger.Record
-	holders  map[string]string
-	node     string
-	renewed  time.Time
-	quorum   error
-	holds    []string
-	drops    []string
+	mu      sync.Mutex
+	recs    map[string]ledger.Record
+	holders map[string]string
+	node    string
+	renewed time.Time
+	quorum  error
+	holds   []string
+	drops   []string
 }
 
 func newFakeStore(node string) *fakeStore {
@@ -370,7 +370,7 @@ func newTestServer(t *testing.T, cfg *configs.Config, node string) (*Server, *fa
 	td := &fakeTargetd{}
 	s, err := New(Options{
 		Config: cfg, Node: node, Driver: drv, Targetd: td,
-		Ledger: LedgerStarterFunc(func(context.Context) (Member, ledger.Store, error) { return nil, st, nil }),
+		Ledger:      LedgerStarterFunc(func(context.Context) (Member, ledger.Store, error) { return nil, st, nil }),
 		SpecOptions: []hypervisor.SpecOption{hypervisor.WithRunDir(t.TempDir())},
 		StateDir:    t.TempDir(), Logger: testLogger(t),
 	})

@@ -230,11 +230,19 @@ func (s *Server) superviseLedger(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !m.Removed() {
-			return errMemberStopped
-		}
-		if !s.rejoin(ctx, m) {
-			return nil
+		switch {
+		case m.Removed():
+			if !s.rejoin(ctx, m) {
+				return nil
+			}
+		case m.Err() != nil:
+			return fmt.Errorf("%w: %v", errMemberStopped, m.Err())
+		default:
+			// Stopped on purpose: a Fork or a Rejoin restarts it in
+			// place; watch the next run.
+			if !sleepCtx(ctx, 100*time.Millisecond) {
+				return nil
+			}
 		}
 	}
 }

@@ -94,3 +94,82 @@ func testCounter(t *testing.T, s *Server, guest string) float64 {
 	}
 	return 0
 }
+
+// fakeMember is a member whose run ends when removed is closed.
+type fakeMember struct {
+	done     chan struct{}
+	removed  bool
+	rejoined chan api.JoinResponse
+	forked   int
+}
+
+func (m *fakeMember) Done() <-chan struct{} { return m.done }
+func (m *fakeMember) Removed() bool         { return m.removed }
+func (m *fakeMember) Err() error {
+	if m.removed {
+		return errors.New("removed")
+	}
+	return nil
+}
+func (m *fakeMember) AddMember(_ context.Context, name, peerURL string) (string, error) {
+	return name + "=" + peerURL, nil
+}
+func (m *fakeMember) PeerURL() string            { return "https://127.0.0.51:2380" }
+func (m *fakeMember) Fork(context.Context) error { m.forked++; return nil }
+func (m *fakeMember) Stop()                      {}
+func (m *fakeMember) Rejoin(_ context.Context, j api.JoinResponse) error {
+	m.removed = false
+	m.done = make(chan struct{})
+	m.rejoined <- j
+	return nil
+}
+
+// joiningPeer answers PathLedger and PathJoin.
+type joiningPeer struct {
+	peerLedger
+	joins chan api.JoinRequest
+}
+
+func (p joiningPeer) Join(_ context.Context, r api.JoinRequest) (api.JoinResponse, error) {
+	p.joins <- r
+	return api.JoinResponse{InitialCluster: "node-b=https://127.0.0.52:2380," + r.Node + "=" + r.PeerURL}, nil
+}
+
+func TestRejoinAfterForcedFailoverElsewhere(t *testing.T) {
+	cfg := testConfig(t, false, "")
+	s, store, drv, _ := newTestServer(t, cfg, "node-a")
+	m := &fakeMember{done: make(chan struct{}), rejoined: make(chan api.JoinResponse, 1)}
+	s.member = m
+	drv.run("web")
+	drv.run("db")
+	store.setQuorum(ledger.ErrNoQuorum)
+	peer := joiningPeer{joins: make(chan api.JoinRequest, 1), peerLedger: peerLedger{node: "node-b", resp: api.LedgerResponse{
+		Node: "node-b", Quorum: true, Records: []ledger.Record{
+			{Guest: "web", Owner: "node-b", Epoch: 5, Desired: ledger.DesiredRunning},
+			{Guest: "db", Owner: "node-a", Epoch: 2, Desired: ledger.DesiredRunning},
+		}}}}
+	s.peerFn = func(string) api.Client { return peer }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- s.superviseLedger(ctx) }()
+	m.removed = true
+	close(m.done)
+
+	select {
+	case j := <-m.rejoined:
+		assert.Contains(t, j.InitialCluster, "node-a=https://127.0.0.51:2380")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no rejoin")
+	}
+	assert.Equal(t, api.JoinRequest{Node: "node-a", PeerURL: "https://127.0.0.51:2380"}, <-peer.joins)
+	assert.False(t, drv.isRunning("web"), "the forked ledger gives web to node-b")
+	assert.True(t, drv.isRunning("db"), "db is still node-a's")
+
+	// Forking (ForceNewCluster) goes through the member, in place.
+	require.NoError(t, Env{s: s}.ForceNewCluster(ctx))
+	assert.Equal(t, 1, m.forked)
+	cancel()
+	assert.NoError(t, <-errc)
+}

@@ -42,8 +42,8 @@ func TestDecideForeignWithLedger(t *testing.T) {
 		Running: running("web", "db", "mail", "files", "other"),
 		Started: map[string]uint64{"web": 4, "mail": 2},
 		Records: recs(
-			ledger.Record{Guest: "web", Owner: "node-a", Epoch: 4, Desired: ledger.DesiredRunning}, // ours: keeps running
-			ledger.Record{Guest: "db", Owner: "node-b", Epoch: 7, Desired: ledger.DesiredRunning},  // another node's
+			ledger.Record{Guest: "web", Owner: "node-a", Epoch: 4, Desired: ledger.DesiredRunning},  // ours: keeps running
+			ledger.Record{Guest: "db", Owner: "node-b", Epoch: 7, Desired: ledger.DesiredRunning},   // another node's
 			ledger.Record{Guest: "mail", Owner: "node-a", Epoch: 3, Desired: ledger.DesiredRunning}, // ours, but started at 2
 			// files: no record at all
 		),
