@@ -17,7 +17,6 @@ import (
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing/api"
-	"github.com/mhcodi/mhcodi/fencing/certs"
 )
 
 // FencedName is the name the host gives its mhcodi-fenced process.
@@ -43,17 +42,8 @@ func (c *Cluster) TLSDir() string { return c.path("tls") }
 func (c *Cluster) initTLS(ctx context.Context, cfg *configs.Config) error {
 	cmd := exec.CommandContext(ctx, c.Bin("mhcodi"), "cluster", "init", "--config", cfg.Path, "--out", c.TLSDir())
 	out, err := cmd.CombinedOutput()
-	if err != nil && (strings.Contains(string(out), "not implemented yet") || strings.Contains(string(out), "unknown flag: --out")) {
-		// TODO(issue 6): drop once `mhcodi cluster init` is in bin/; until
-		// then the same package makes the same files.
-		c.log.Warn("mhcodi cluster init is a placeholder in this bin/: making the certificates with fencing/certs")
-		if err := certs.Init(cfg, c.TLSDir()); err != nil {
-			return fmt.Errorf("cluster certificates: %w", err)
-		}
-		return nil
-	}
 	if err != nil {
-		return fmt.Errorf("cluster certificates: mhcodi cluster init: %w: %s", err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("cluster certificates: %s cluster init (make build builds it): %w: %s", c.Bin("mhcodi"), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

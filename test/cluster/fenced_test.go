@@ -17,7 +17,6 @@ import (
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing/api"
-	"github.com/mhcodi/mhcodi/fencing/certs"
 )
 
 // TestNodeConfigs: every host gets its own copy of the cluster file that
@@ -38,8 +37,9 @@ func TestNodeConfigs(t *testing.T) {
 		assert.Equal(t, 2*time.Second, cfg.Fencing.MonitorInterval)
 		assert.Equal(t, 12*time.Second, cfg.Timeouts.LeaseTTL)
 		assert.Equal(t, c.TLSDir(), cfg.Security.TLSDir)
-		assert.FileExists(t, certs.CertFile(c.TLSDir(), h.Name))
-		assert.FileExists(t, certs.KeyFile(c.TLSDir(), h.Name))
+		// The file names of mhcodi cluster init (fencing/certs).
+		assert.FileExists(t, filepath.Join(c.TLSDir(), h.Name+".crt"))
+		assert.FileExists(t, filepath.Join(c.TLSDir(), h.Name+".key"))
 		b, err := os.ReadFile(h.ConfigPath())
 		require.NoError(t, err)
 		// Same file but for those two lines.
