@@ -25,7 +25,7 @@ import (
 func TestNodeConfigs(t *testing.T) {
 	c := NewT(t, Options{Nodes: 2, Witness: true,
 		Fencing:  []string{"auto_failover: true", "monitor_interval: 2s"},
-		Timeouts: []string{"lease_ttl: 12s"}, TLS: true})
+		Timeouts: []string{"lease_ttl: 12s"}})
 	main, err := os.ReadFile(c.ConfigPath)
 	require.NoError(t, err)
 	for _, h := range c.Hosts() {
@@ -36,10 +36,6 @@ func TestNodeConfigs(t *testing.T) {
 		assert.True(t, cfg.Fencing.AutoFailover)
 		assert.Equal(t, 2*time.Second, cfg.Fencing.MonitorInterval)
 		assert.Equal(t, 12*time.Second, cfg.Timeouts.LeaseTTL)
-		assert.Equal(t, c.TLSDir(), cfg.Security.TLSDir)
-		// The file names of mhcodi cluster init (fencing/certs).
-		assert.FileExists(t, filepath.Join(c.TLSDir(), h.Name+".crt"))
-		assert.FileExists(t, filepath.Join(c.TLSDir(), h.Name+".key"))
 		b, err := os.ReadFile(h.ConfigPath())
 		require.NoError(t, err)
 		// Same file but for those two lines.
@@ -48,6 +44,21 @@ func TestNodeConfigs(t *testing.T) {
 		assert.Equal(t, string(main), replaced, h.Name)
 	}
 	assert.True(t, c.Config.Fencing.AutoFailover)
+}
+
+// TestClusterTLS: Options.TLS makes the certificates with mhcodi cluster
+// init and points every node's file at them.
+func TestClusterTLS(t *testing.T) {
+	c := NewT(t, Options{Nodes: 2, Witness: true, TLS: true})
+	for _, h := range c.Hosts() {
+		cfg, err := configs.Load(h.ConfigPath())
+		require.NoError(t, err, h.Name)
+		assert.Equal(t, c.TLSDir(), cfg.Security.TLSDir)
+		// The file names of mhcodi cluster init (fencing/certs).
+		assert.FileExists(t, filepath.Join(c.TLSDir(), h.Name+".crt"))
+		assert.FileExists(t, filepath.Join(c.TLSDir(), h.Name+".key"))
+	}
+	assert.FileExists(t, filepath.Join(c.TLSDir(), "ca.crt"))
 }
 
 // startOrphan starts sleep inside h as an orphan (it is no child of this
