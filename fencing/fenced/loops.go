@@ -183,10 +183,23 @@ func (s *Server) stopLedger() {
 	m := s.member
 	s.member = nil
 	s.memberMu.Unlock()
-	if m != nil {
-		m.Stop()
+	if m == nil {
+		return
+	}
+	// etcd's Close can wait forever for a member that never had quorum
+	// (its client servers only start once it is ready); fenced is on its
+	// way out, and exiting ends the member just as well.
+	done := make(chan struct{})
+	go func() { m.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(memberStopTimeout):
+		s.log.Warn("the ledger member did not stop in time; leaving it to the process's exit", "waited", memberStopTimeout)
 	}
 }
+
+// memberStopTimeout bounds the member's stop at shutdown.
+const memberStopTimeout = 10 * time.Second
 
 // forceNewCluster forks the ledger to this node alone: the member is
 // restarted with --force-new-cluster; the Store stays (its client
