@@ -90,12 +90,12 @@ type StopRequest struct {
 
 // Operations of OpRequest.
 const (
-	OpCreate      = "guest-create"     // the legs' volumes on both nodes, a ledger record, stopped
-	OpStart       = "guest-start"      // Guest on To (default: its preferred node)
-	OpStop        = "guest-stop"       // Guest
-	OpFailover    = "guest-failover"   // Guest to To; Force: the other node is down (no quorum needed)
-	OpDestroy     = "guest-destroy"    // Guest: pull the plug wherever it runs; the record stays, stopped
-	OpEvacuate    = "node-evacuate"    // every guest owned by Node to its other leg's node
+	OpCreate      = "guest-create"      // the legs' volumes on both nodes, a ledger record, stopped
+	OpStart       = "guest-start"       // Guest on To (default: its preferred node)
+	OpStop        = "guest-stop"        // Guest
+	OpFailover    = "guest-failover"    // Guest to To; Force: the other node is down (no quorum needed)
+	OpDestroy     = "guest-destroy"     // Guest: pull the plug wherever it runs; the record stays, stopped
+	OpEvacuate    = "node-evacuate"     // every guest owned by Node to its other leg's node
 	OpDeclareDead = "node-declare-dead" // Node is down: its legs stale, its guests failed over (Force)
 )
 
