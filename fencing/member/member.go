@@ -353,7 +353,8 @@ func (m *Member) Removed() bool { return errors.Is(m.Err(), ErrRemoved) }
 func (m *Member) Stop() {
 	m.cancel()
 	m.wg.Wait()
-	m.stopRun()
+	// The client first: etcd's graceful stop waits for open streams
+	// (watches, keepalives) to end.
 	m.mu.Lock()
 	cli := m.cli
 	m.cli = nil
@@ -361,6 +362,7 @@ func (m *Member) Stop() {
 	if cli != nil {
 		_ = cli.Close()
 	}
+	m.stopRun()
 }
 
 // stopRun ends the current run of etcd; the client stays, and reconnects
