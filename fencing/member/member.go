@@ -423,6 +423,10 @@ func (m *Member) AddMember(ctx context.Context, name, peerURL string) (string, e
 	}
 	for _, mm := range list.Members {
 		if slices.Contains(mm.PeerURLs, peerURL) {
+			if mm.Name != "" && mm.Name != name {
+				// Only the node itself may give its place up.
+				return "", fmt.Errorf("member: %s is the peer URL of member %s, not of %s", peerURL, mm.Name, name)
+			}
 			if _, err := cli.MemberRemove(ctx, mm.ID); err != nil {
 				return "", fmt.Errorf("member: removing the old %s (%x): %w", name, mm.ID, err)
 			}

@@ -142,6 +142,10 @@ func TestForkAndRejoin(t *testing.T) {
 		return true
 	}, 20*time.Second, 200*time.Millisecond)
 	require.NoError(t, put(t, b2, "joined", "3"))
+
+	// A join cannot take another member's place.
+	_, err = b2.AddMember(context.Background(), "node-b", a.PeerURL())
+	require.ErrorContains(t, err, "is the peer URL of member node-a")
 }
 
 func TestResetDataKeepsOneBackup(t *testing.T) {
