@@ -28,6 +28,8 @@ import (
 // The end-to-end tests of fencing (issue 6): a guest started by
 // mhcodi-fenced through the CLI, its owner cut off the network, and
 // targetd's write logs checked for a second writer in every one of them.
+// Their figures are logged as "FIGURE name_s=value" lines, which
+// test/cmd/failover-figures collects over several runs.
 
 // fencingBinaries fails (never skips) when a binary the fencing tests run
 // is not in bin/: these tests are part of make test.
@@ -380,7 +382,7 @@ func TestFencingQuorumFailover(t *testing.T) {
 	wcancel()
 	require.NoError(t, err, "the guest does not write on node-b")
 	figure := writing.Sub(cut)
-	t.Logf("FIGURE quorum failover: %.1f s from cutting the owner off to the guest writing again on the other host (default timeouts: lease_ttl %v, lease_margin %v, monitor_interval %v; goal < 20 s; sanlock's defaults ≈ 180 s)",
+	t.Logf("FIGURE quorum_failover_s=%.1f: from cutting the owner off to the guest writing again on the other host (default timeouts: lease_ttl %v, lease_margin %v, monitor_interval %v; goal < 20 s; sanlock's defaults ≈ 180 s)",
 		figure.Seconds(), ttl, margin, c.Config.Fencing.MonitorInterval)
 	assert.Less(t, figure, 90*time.Second, "failover within reason")
 	rec, err = record(ctx, b)
@@ -447,7 +449,7 @@ func TestFencingForcedFailover(t *testing.T) {
 	writing, err := gb.WaitProgress(wctx, 0)
 	wcancel()
 	require.NoError(t, err, "the guest does not write on node-b")
-	t.Logf("FIGURE forced failover: the command took %.1f s; the guest wrote on node-b %.1f s after the command began (%.1f s after the cut, refused attempt included)",
+	t.Logf("FIGURE forced_failover_command_s=%.1f forced_failover_writing_s=%.1f: the forced failover command's run, and from its start to the guest writing on node-b (%.1f s after the cut, refused attempt included)",
 		res.Took.Seconds(), writing.Sub(forced).Seconds(), writing.Sub(cut).Seconds())
 	rec, err = record(ctx, b)
 	require.NoError(t, err)
