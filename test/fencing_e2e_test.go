@@ -275,6 +275,12 @@ func (r *fencingRun) waitFullResync(ctx context.Context, g *guesttest.Guest, nod
 		require.NoError(r.t, err, "the leg on %s was not resynced", node)
 	}
 	assert.GreaterOrEqual(r.t, done.ResyncBytes, done.ArrayBytes, "a full resync writes the whole array: %s", done.Detail)
+	// The owner's fenced hears of it on the channel and clears the mark.
+	assert.Eventually(r.t, func() bool {
+		rec, err := record(ctx, g.Host)
+		_, stale := rec.Stale[node]
+		return err == nil && !stale
+	}, 15*time.Second, 500*time.Millisecond, "the ledger still marks the leg on %s stale after its full resync", node)
 	for _, e := range g.ConsoleEvents() {
 		if e.Event == channel.EventReAdd && e.Leg == node {
 			r.t.Errorf("the stale leg on %s was re-added through the bitmap: %s", node, e.Detail)
