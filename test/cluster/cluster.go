@@ -21,6 +21,15 @@
 //	err = b.Cut() // its cable is pulled: nothing reaches it, it reaches nothing
 //
 // In tests, NewT does the same and tears down when the test ends.
+//
+// With fencing (Options.TLS makes the certificates, Options.Fencing and
+// Timeouts set the sections), every host runs mhcodi-fenced with its own
+// copy of the cluster file (Host.ConfigPath) and its CLI talks to it:
+//
+//	c := cluster.NewT(t, cluster.Options{Witness: true, TLS: true, Fencing: []string{"auto_failover: true"}})
+//	_, err := c.Host("node-a").StartFenced(ctx)
+//	res, err := c.Host("node-a").CLI(ctx, "guest", "start", "demo")
+//	procs, err := c.Host("node-a").TrackGuests() // the qemu and bridge fenced started
 package cluster
 
 import (
