@@ -38,7 +38,6 @@ var _ Channeler = (*QEMU)(nil)
 
 // How long the steps of a destroy wait before escalating.
 const (
-	quitWait = 5 * time.Second // after QMP quit, before SIGKILL
 	killWait = 5 * time.Second // after SIGKILL, before giving up
 	qmpWait  = 3 * time.Second // for one QMP exchange
 )
@@ -275,25 +274,19 @@ func (q *QEMU) Stop(ctx context.Context, name string, timeout time.Duration) err
 	return q.Destroy(ctx, name)
 }
 
-// Destroy asks qemu to quit, kills it (SIGKILL, after checking the pid is
-// still this guest's qemu) if it has not within a few seconds, and removes
-// the guest's run directory.
+// Destroy pulls the plug: SIGKILL to the guest's qemu (after checking the
+// pid is still this guest's qemu), then the run directory is cleaned. No
+// QMP quit first: qemu drains in-flight I/O before it quits, and a guest
+// with requests pending on a dead remote leg would keep running for the
+// whole I/O timeout — a self-fence must not wait for that.
 func (q *QEMU) Destroy(ctx context.Context, name string) error {
 	pid, ok := q.ownedPID(name)
 	if !ok {
 		q.cleanup(name)
 		return fmt.Errorf("qemu: destroy %s: %w", name, ErrNotRunning)
 	}
-	qctx, cancel := context.WithTimeout(ctx, qmpWait)
-	err := q.execute(qctx, name, "quit", nil, nil)
-	cancel()
-	if err != nil {
-		q.log.Debug("qmp quit failed", "guest", name, "err", err)
-	}
-	if !waitExit(ctx, pid, quitWait) {
-		if err := q.kill(name, pid); err != nil {
-			return fmt.Errorf("qemu: destroy %s: %w", name, err)
-		}
+	if err := q.kill(name, pid); err != nil {
+		return fmt.Errorf("qemu: destroy %s: %w", name, err)
 	}
 	q.cleanup(name)
 	q.log.Info("guest destroyed", "guest", name, "pid", pid)

@@ -89,8 +89,21 @@ func (p *Policy) State() (State, time.Time, string) { return p.state, p.since, p
 func (p *Policy) NextAttempt() time.Time { return p.next }
 
 // Deadline is when a request that started waiting for a session at
-// waitStart gives up.
-func (p *Policy) Deadline(waitStart time.Time) time.Time { return waitStart.Add(p.cfg.IOTimeout) }
+// waitStart gives up: IOTimeout after it started waiting, but no later
+// than IOTimeout after the leg went down. A leg that has been without a
+// session for longer than that fails every new request at once, as
+// open-iscsi does once replacement_timeout expired: otherwise each read
+// of a long-dead leg (a guest booting while a host is away probes it
+// with many) would cost the whole timeout again.
+func (p *Policy) Deadline(waitStart time.Time) time.Time {
+	d := waitStart.Add(p.cfg.IOTimeout)
+	if p.state != StateUp {
+		if failed := p.since.Add(p.cfg.IOTimeout); failed.Before(d) {
+			return failed
+		}
+	}
+	return d
+}
 
 // IOTimeout is the configured I/O timeout.
 func (p *Policy) IOTimeout() time.Duration { return p.cfg.IOTimeout }

@@ -45,6 +45,13 @@ func TestPolicyBackoffAndRecovery(t *testing.T) {
 	assert.False(t, ok, "a failed login while down is no new state")
 	assert.Equal(t, lostAt.Add(200*time.Millisecond), p.NextAttempt())
 	assert.Equal(t, lostAt.Add(5*time.Second), p.Deadline(lostAt))
+	assert.Equal(t, lostAt.Add(5*time.Second), p.Deadline(lostAt.Add(2*time.Second)),
+		"a request that arrives while the leg is down waits only what is left of the timeout")
+	assert.True(t, p.Deadline(lostAt.Add(time.Minute)).Before(lostAt.Add(time.Minute)),
+		"a leg down for longer than the timeout fails new requests at once")
+	_, _ = p.LoginSucceeded(lostAt.Add(2 * time.Minute))
+	assert.Equal(t, lostAt.Add(2*time.Minute+5*time.Second), p.Deadline(lostAt.Add(2*time.Minute)), "up again: the whole timeout")
+	_, _ = p.SessionLost(lostAt, "target closed the connection")
 	st, since, reason := p.State()
 	assert.Equal(t, StateDown, st)
 	assert.Equal(t, lostAt, since)
