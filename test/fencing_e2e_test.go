@@ -258,6 +258,8 @@ func (r *fencingRun) stopAndCompare(ctx context.Context, h *cluster.Host, g *gue
 
 // waitFullResync waits on g's console for the leg on node to be wiped and
 // resynced in full (a stale leg is never re-added through the bitmap).
+// d covers the leg bridge's next login (it retries every 30 s) and the
+// resync of the small test disk (seconds).
 func (r *fencingRun) waitFullResync(ctx context.Context, g *guesttest.Guest, node string, d time.Duration) channel.Event {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -402,7 +404,7 @@ func TestFencingQuorumFailover(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	require.NoError(t, a.Heal())
 	healed := time.Now()
-	done := r.waitFullResync(ctx, gb, "node-a", 2*time.Minute)
+	done := r.waitFullResync(ctx, gb, "node-a", 75*time.Second)
 	t.Logf("node-a's leg wiped and resynced in full %.1f s after it came back: %d bytes for a %d-byte array",
 		time.Since(healed).Seconds(), done.ResyncBytes, done.ArrayBytes)
 	assert.False(t, ga.Running(), "the guest must not run on node-a again")
@@ -477,7 +479,7 @@ func TestFencingForcedFailover(t *testing.T) {
 	// One period, and a little for the link and TCP to come back.
 	assert.Less(t, goneA.Sub(healed), monitor+2*time.Second, "destroyed within one monitor period of node-a's return")
 
-	done := r.waitFullResync(ctx, gb, "node-a", 2*time.Minute)
+	done := r.waitFullResync(ctx, gb, "node-a", 75*time.Second)
 	t.Logf("node-a's leg wiped and resynced in full %.1f s after it came back: %d bytes for a %d-byte array",
 		time.Since(healed).Seconds(), done.ResyncBytes, done.ArrayBytes)
 	assert.Empty(t, gb.WorkloadLines("ioerror"), "the guest on node-b saw I/O errors")
