@@ -465,6 +465,9 @@ func (s *Server) MonitorOnce(ctx context.Context) {
 	if s.channels != nil {
 		s.channels.Sync(ctx, still)
 	}
+	if ledgerOK {
+		s.fenceExports(ctx, records)
+	}
 	if s.quorum && ledgerOK {
 		s.keepHolds(ctx, still, records)
 		if s.cfg.Fencing.AutoFailover && s.failover != nil {

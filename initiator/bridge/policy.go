@@ -37,7 +37,7 @@ type PolicyConfig struct {
 // DefaultPolicy are the timings used for zero fields.
 func DefaultPolicy() PolicyConfig {
 	return PolicyConfig{IOTimeout: 5 * time.Second, BackoffMin: 200 * time.Millisecond,
-		BackoffMax: 5 * time.Second, RefusedBackoff: 30 * time.Second}
+		BackoffMax: 5 * time.Second, RefusedBackoff: 10 * time.Second}
 }
 
 func (c PolicyConfig) withDefaults() PolicyConfig {

@@ -65,7 +65,7 @@ func TestPolicyRefusalLoggedOnce(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, StateRefused, c.To)
 	assert.Equal(t, "authorization failure", c.Reason)
-	assert.Equal(t, t0.Add(30*time.Second), p.NextAttempt(), "slow retry after a refusal")
+	assert.Equal(t, t0.Add(10*time.Second), p.NextAttempt(), "slow retry after a refusal")
 
 	t1 := p.NextAttempt()
 	_, ok = p.LoginFailed(t1, "authorization failure", true)

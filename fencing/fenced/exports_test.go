@@ -1,0 +1,28 @@
+package fenced
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/mhcodi/mhcodi/fencing/ledger"
+	"github.com/mhcodi/mhcodi/targetd"
+)
+
+func TestDecideExportFences(t *testing.T) {
+	exports := []targetd.ExportInfo{
+		{Guest: "web", Disk: "root", Fence: targetd.FenceState{Owner: "iqn…node-a.initiator", Epoch: 2}},
+		{Guest: "web", Disk: "data", Fence: targetd.FenceState{Epoch: 3}},
+		{Guest: "db", Disk: "root", Fence: targetd.FenceState{Epoch: 5}},
+		{Guest: "gone", Disk: "root"},
+		{Guest: "new", Disk: "root"},
+	}
+	records := map[string]ledger.Record{
+		"web": {Guest: "web", Owner: "node-b", Epoch: 3},
+		"db":  {Guest: "db", Owner: "node-a", Epoch: 5},
+		"new": {Guest: "new", Epoch: 0},
+	}
+	assert.Equal(t, []targetd.FenceRequest{{Guest: "web", Disk: "root", Owner: "node-b", Epoch: 3}},
+		DecideExportFences(exports, records),
+		"only the export behind the ledger: not one at the same epoch, not a guest without a record or an owner")
+}
