@@ -112,8 +112,13 @@ func TestGuestMirror(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("leg re-added %.1f s after targetd came back; bitmap dirty %d bytes, resync wrote %d bytes, array %d bytes (%s; %s)",
 		time.Since(revived).Seconds(), readd.DirtyBytes, done.ResyncBytes, arrayBytes, readd.Detail, done.Detail)
+	// What the resync wrote to the returning leg is the measure: the
+	// on-disk bitmap that mdadm -X reads lags md's own (bits are cleared
+	// lazily, and not at all while degraded), so dirty_bytes may count
+	// chunks md no longer copies.
 	assert.Positive(t, readd.DirtyBytes)
-	assert.Less(t, readd.DirtyBytes, arrayBytes/2, "only dirty regions, not the whole disk")
+	assert.Positive(t, done.ResyncBytes)
+	assert.Less(t, done.ResyncBytes, arrayBytes/2, "only dirty regions, not the whole disk")
 	assert.Greater(t, len(g.WorkloadLines("progress")), before, "the workload kept writing")
 
 	// A scrub finds the legs identical.
