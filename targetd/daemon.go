@@ -307,7 +307,7 @@ func (d *Daemon) lookup(name string) (iscsi.SCSITarget, bool) {
 	if !ok {
 		return nil, false
 	}
-	return e.scsi, true
+	return fencedTarget{SCSITarget: e.scsi, iqn: e.iqn, fence: d.fence, wlog: d.wlog}, true
 }
 
 // admitted tells which node an initiator is, or whether it is an extra.
@@ -383,13 +383,10 @@ func (d *Daemon) discover(initiator string) []login.TargetInfo {
 	return out
 }
 
-// observe counts every command and records writes in the write log.
+// observe counts every command (the write log is written where writes
+// are admitted: fencedTarget).
 func (d *Daemon) observe(ev iscsi.Event) {
 	d.metrics.observe(ev)
-	if !ev.Write || ev.Aborted || ev.Bytes == 0 || ev.Status != scsi.StatusGood {
-		return
-	}
-	d.wlog.record(ev.Target, ev.Initiator, d.fence.get(ev.Target).Epoch)
 }
 
 // Sessions lists the logged-in sessions.
