@@ -351,7 +351,7 @@ func (s *Server) StartGuest(ctx context.Context, guest string, req api.StartRequ
 	}
 	started := false
 	defer func() { s.release(guest, started) }()
-	if s.quorum && s.keeper != nil && !s.keeper.Fresh() {
+	if s.quorum && s.keeper != nil && !s.waitLeaseFresh(ctx, leaseFreshWait) {
 		return refuse(http.StatusConflict, "start %s: %s's lease is not fresh, it cannot own guests now", guest, s.self)
 	}
 	lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -620,4 +620,27 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("member added", "joiner", req.Node, "peer_url", req.PeerURL)
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// leaseFreshWait is how long a start waits for this node's lease to be
+// renewed: right after fenced starts (or the ledger regains quorum) the
+// lease keeper needs a step or two, and the caller has already claimed the
+// guest for this node by then.
+const leaseFreshWait = 5 * time.Second
+
+// waitLeaseFresh waits up to d for the lease keeper to call the lease
+// fresh.
+func (s *Server) waitLeaseFresh(ctx context.Context, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for !s.keeper.Fresh() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return true
 }
