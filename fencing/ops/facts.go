@@ -103,6 +103,9 @@ func askNode(ctx context.Context, env Env, nv *api.NodeView) {
 func ConfigDigest(cfg *configs.Config) string {
 	c := *cfg
 	c.Path, c.Dir = "", ""
+	// Where a node keeps its own runtime state is the node's business:
+	// these paths may differ without the cluster's meaning differing.
+	c.Hypervisor.RunDir, c.Fencing.StateDir = "", ""
 	b, err := json.Marshal(c)
 	if err != nil {
 		// Every field of Config marshals; this would be a bug.
