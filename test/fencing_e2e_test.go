@@ -410,6 +410,11 @@ func TestFencingQuorumFailover(t *testing.T) {
 	assert.False(t, ga.Running(), "the guest must not run on node-a again")
 	assert.Empty(t, gb.WorkloadLines("ioerror"), "the guest on node-b saw I/O errors")
 
+	// The cluster after the storm, as the sysadmin checks it.
+	vr, err := b.CLI(ctx, "verify")
+	require.NoError(t, err)
+	t.Logf("node-b$ mhcodi verify → exit %d\n%s%s", vr.Code, vr.Stdout, vr.Stderr)
+
 	r.stopAndCompare(ctx, b, gb)
 	rep := r.checkWrites()
 	checkOwners(t, rep, c, map[string]string{"node-a": "node-b"}, rec.Epoch)
@@ -483,6 +488,11 @@ func TestFencingForcedFailover(t *testing.T) {
 	t.Logf("node-a's leg wiped and resynced in full %.1f s after it came back: %d bytes for a %d-byte array",
 		time.Since(healed).Seconds(), done.ResyncBytes, done.ArrayBytes)
 	assert.Empty(t, gb.WorkloadLines("ioerror"), "the guest on node-b saw I/O errors")
+
+	// The cluster after the storm, as the sysadmin checks it.
+	vr, err := b.CLI(ctx, "verify")
+	require.NoError(t, err)
+	t.Logf("node-b$ mhcodi verify → exit %d\n%s%s", vr.Code, vr.Stdout, vr.Stderr)
 
 	r.stopAndCompare(ctx, b, gb)
 	rep := r.checkWrites()

@@ -158,7 +158,8 @@ func (f Facts) verifyGuest(name string, add addFunc) {
 	if inLedger && rec.Desired == ledger.DesiredStopped && len(running) > 0 {
 		add(SeverityWarning, CodeShouldBeStopped, name, running[0], "%s runs on %s though it should be stopped", name, andList(running))
 	}
-	if f.View.Quorum && inLedger {
+	// Leases exist only in quorum mode: a two-node cluster holds none.
+	if f.View.Quorum && inLedger && QuorumMode(f.Cfg) {
 		h := f.holder(name)
 		switch {
 		case h != "" && h != rec.Owner:
