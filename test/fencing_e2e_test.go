@@ -414,6 +414,7 @@ func TestFencingQuorumFailover(t *testing.T) {
 	vr, err := b.CLI(ctx, "verify")
 	require.NoError(t, err)
 	t.Logf("node-b$ mhcodi verify → exit %d\n%s%s", vr.Code, vr.Stdout, vr.Stderr)
+	assert.Equal(t, 0, vr.Code, "verify finds nothing wrong once node-a's leg is resynced")
 
 	r.stopAndCompare(ctx, b, gb)
 	rep := r.checkWrites()
@@ -493,6 +494,7 @@ func TestFencingForcedFailover(t *testing.T) {
 	vr, err := b.CLI(ctx, "verify")
 	require.NoError(t, err)
 	t.Logf("node-b$ mhcodi verify → exit %d\n%s%s", vr.Code, vr.Stdout, vr.Stderr)
+	assert.Equal(t, 0, vr.Code, "verify finds nothing wrong once node-a's leg is resynced")
 
 	r.stopAndCompare(ctx, b, gb)
 	rep := r.checkWrites()
