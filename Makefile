@@ -85,3 +85,9 @@ clean:
 # local leg alone and its remote leg alone (a few minutes under TCG).
 bench-guest: deps build
 	$(GO) run ./test/cmd/bench-guest $(BENCH_GUEST_FLAGS)
+
+# The fencing figures: both failover end-to-end tests run N times (default
+# 3; about 2.5 minutes a round), with min/median/max of each figure.
+.PHONY: bench-failover
+bench-failover: deps build
+	$(GO) run ./test/cmd/failover-figures $(BENCH_FAILOVER_FLAGS)
