@@ -12,11 +12,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,6 +50,7 @@ func run(args []string) int {
 	nopTimeout := fs.Duration("nop-timeout", 3*time.Second, "drop a connection whose ping is unanswered this long")
 	headerDigest := fs.Bool("header-digest", false, "offer CRC32C header digests")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	guestPIDFile := fs.String("guest-pidfile", "", "the guest's qemu pid file: the bridge ends once that qemu is gone (a guest that powered off by itself)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -81,6 +85,12 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if *guestPIDFile != "" {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go followGuest(ctx, *guestPIDFile, log, cancel)
+	}
 	if err := b.Listen(); err != nil {
 		fmt.Fprintf(os.Stderr, "mhcodi-bridge: %v\n", err)
 		return 1
@@ -101,6 +111,41 @@ func run(args []string) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// followGuest ends the bridge (cancel) once the guest's qemu is gone: its
+// pid file, once seen, names a dead process or disappeared. Until qemu
+// has written it (the bridge starts first) there is nothing to follow.
+func followGuest(ctx context.Context, pidfile string, log *slog.Logger, cancel context.CancelFunc) {
+	seen := false
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(pidfile)
+		if err != nil {
+			if seen {
+				log.Info("the guest's qemu is gone (its pid file was removed); stopping")
+				cancel()
+				return
+			}
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 1 {
+			continue
+		}
+		seen = true
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			log.Info("the guest's qemu is gone; stopping", "pid", pid)
+			cancel()
+			return
+		}
+	}
 }
 
 func envOr(key, def string) string {

@@ -68,6 +68,9 @@ func (q *QEMU) bridgeBinary() (string, error) {
 // until every socket listens. It outlives the caller, like qemu: its own
 // session, its pid in bridge.pid.
 func (q *QEMU) startBridge(ctx context.Context, spec GuestSpec) error {
+	// A bridge left by a guest that powered off by itself (it ends on
+	// its own within a second, but may not have yet).
+	q.stopBridge(spec.Name)
 	legs := nbdLegs(spec)
 	if len(legs) == 0 {
 		return nil
@@ -93,7 +96,9 @@ func (q *QEMU) startBridge(ctx context.Context, spec GuestSpec) error {
 	}
 	argv := append(slices.Clone(q.opts.Prefix), bin,
 		"--config", cfgPath, "--node", q.node, "--guest", spec.Name,
-		"--socket-dir", sockDir, "--io-timeout", timeout.String())
+		"--socket-dir", sockDir, "--io-timeout", timeout.String(),
+		// A guest that powers off by itself takes its bridge with it.
+		"--guest-pidfile", filepath.Join(spec.RunDir, PIDFile))
 	logf, err := os.OpenFile(filepath.Join(spec.RunDir, BridgeLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err

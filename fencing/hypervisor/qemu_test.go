@@ -91,6 +91,22 @@ func killQEMUs(t *testing.T, runDir string) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 		waitExit(context.Background(), pid, 5*time.Second)
 	}
+	// The guests' leg bridges, which the test did not start itself but
+	// its driver did.
+	bridges, _ := filepath.Glob(filepath.Join(runDir, "*", BridgePIDFile))
+	for _, f := range bridges {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 1 || !isBridge(pid, filepath.Base(filepath.Dir(f))) {
+			continue
+		}
+		t.Logf("cleanup: killing leg bridge pid %d (%s)", pid, f)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		waitExit(context.Background(), pid, 5*time.Second)
+	}
 }
 
 // testCluster writes a two-node loopback cluster into dir: node-a runs
