@@ -37,6 +37,13 @@ func (c *conn) taskMgmt(h *pdu.Header) error {
 		t := s.tasks[ref]
 		s.mu.Unlock()
 		switch {
+		case t != nil && t.abort() >= taskResponding:
+			// It completed while this request was on its way: its
+			// status is sent (or being sent), so there is nothing left
+			// to abort. Answering "function complete" as well would
+			// tell the initiator the write did not happen when it did.
+			<-t.done
+			resp = tmfNoTask
 		case t != nil:
 			c.abortTasks([]*task{t}, true)
 			s.target.AbortTask(t.lun, s.nexus, ref)
