@@ -2,7 +2,6 @@ package hypervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -182,14 +181,4 @@ func isBridge(pid int, name string) bool {
 	return slices.Contains(args, "--guest") && args[slices.Index(args, "--guest")+1] == name
 }
 
-func logTail(path string) string {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) || len(strings.TrimSpace(string(b))) == 0 {
-		return ""
-	}
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
-	}
-	return "; its log:\n" + strings.Join(lines, "\n")
-}
+func logTail(path string) string { return fileTail(path, 15, "its log") }

@@ -234,16 +234,20 @@ func (q *QEMU) removeSecrets(spec GuestSpec) {
 }
 
 // stderrTail is the end of qemu's standard error, for an error message.
-func stderrTail(path string) string {
+func stderrTail(path string) string { return fileTail(path, 20, "qemu's stderr") }
+
+// fileTail is the last n lines of a log file as "; <what>:\n<lines>", or
+// "" when the file is missing or blank, to end an error message with.
+func fileTail(path string, n int, what string) string {
 	b, err := os.ReadFile(path)
 	if err != nil || len(bytes.TrimSpace(b)) == 0 {
 		return ""
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
-	return "; qemu's stderr:\n" + strings.Join(lines, "\n")
+	return "; " + what + ":\n" + strings.Join(lines, "\n")
 }
 
 // Stop presses the power button and waits up to timeout for the guest to
