@@ -35,6 +35,8 @@ type runningTargetd struct {
 	dir, config, portal, control, metrics string
 	cmd                                   *exec.Cmd
 	log                                   *os.File
+	exited                                <-chan error // the daemon's Wait result
+	done                                  bool         // exited was consumed
 }
 
 // startTargetd copies the loopback example into a temp dir (with edit
@@ -55,32 +57,64 @@ func startTargetd(t *testing.T, edit func(dir, text string) string, extra ...str
 	code, out, errs := runCLI(t, "volume", "create", "--config", cfg, "--node", "node-a")
 	require.Equal(t, 0, code, "volume create: %s %s", out, errs)
 
-	portal, err := iscsitest.FreePortal("127.0.0.11")
+	// The ports are picked before the daemon binds them, so another
+	// process can take one in between: a start that fails to bind is
+	// tried again on fresh ports, any other failure is the test's.
+	var lastLog string
+	for attempt := 1; attempt <= 3; attempt++ {
+		r, log, err := launchTargetd(t, dir, cfg, extra)
+		if err == nil {
+			return r
+		}
+		if !strings.Contains(log, "address already in use") {
+			t.Fatalf("%v; its log:\n%s", err, log)
+		}
+		t.Logf("targetd start %d lost its port to another process, trying new ports: %v", attempt, err)
+		lastLog = log
+	}
+	t.Fatalf("targetd could not bind free ports in 3 starts; its last log:\n%s", lastLog)
+	return nil
+}
+
+// launchTargetd starts mhcodi-targetd once on fresh ports and waits until
+// it listens. On failure it returns the daemon's log, the daemon stopped.
+func launchTargetd(t *testing.T, dir, cfg string, extra []string) (*runningTargetd, string, error) {
+	t.Helper()
+	ports, err := iscsitest.FreePortals("127.0.0.11", 2)
 	require.NoError(t, err)
-	metrics, err := iscsitest.FreePortal("127.0.0.11")
-	require.NoError(t, err)
+	portal, metrics := ports[0], ports[1]
 	r := &runningTargetd{dir: dir, config: cfg, portal: portal, control: filepath.Join(dir, "control.sock"), metrics: metrics}
-	r.log, err = os.Create(filepath.Join(dir, "targetd.log"))
+	r.log, err = os.CreateTemp(dir, "targetd-*.log")
 	require.NoError(t, err)
 	args := append([]string{"--config", cfg, "--node", "node-a", "--state-dir", filepath.Join(dir, "state"),
 		"--control-socket", r.control, "--listen", portal, "--metrics", metrics}, extra...)
 	r.cmd = exec.Command(binary(t, "mhcodi-targetd"), args...)
 	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	require.NoError(t, r.cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- r.cmd.Wait() }()
+	r.exited = exited
 	t.Cleanup(func() { r.stop(t) })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", portal, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
-			break
+			return r, "", nil
+		}
+		select {
+		case err := <-exited:
+			r.done = true
+			r.log.Close()
+			return nil, r.logText(), fmt.Errorf("targetd exited before listening on %s: %v", portal, err)
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("targetd did not listen on %s within 10s; its log:\n%s", portal, r.logText())
+			r.stop(t)
+			return nil, r.logText(), fmt.Errorf("targetd did not listen on %s within 10s", portal)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return r
 }
 
 func (r *runningTargetd) logText() string {
@@ -91,18 +125,17 @@ func (r *runningTargetd) logText() string {
 // stop ends the daemon with SIGTERM (SIGKILL after 10 s) and checks it
 // exited cleanly.
 func (r *runningTargetd) stop(t *testing.T) {
-	if r.cmd.ProcessState != nil {
+	if r.done {
 		return
 	}
+	r.done = true
 	r.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- r.cmd.Wait() }()
 	select {
-	case err := <-done:
+	case err := <-r.exited:
 		assert.NoError(t, err, "targetd exit; its log:\n%s", r.logText())
 	case <-time.After(10 * time.Second):
 		r.cmd.Process.Kill()
-		<-done
+		<-r.exited
 		t.Errorf("targetd did not stop within 10s of SIGTERM; its log:\n%s", r.logText())
 	}
 	r.log.Close()

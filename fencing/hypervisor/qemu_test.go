@@ -22,6 +22,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/initiator/drive"
+	"github.com/mhcodi/mhcodi/internal/freeport"
 	"github.com/mhcodi/mhcodi/test/vm"
 )
 
@@ -53,10 +54,9 @@ func binary(t *testing.T, name string) string {
 
 func freePort(t *testing.T, ip string) int {
 	t.Helper()
-	l, err := net.Listen("tcp4", ip+":0")
+	p, err := freeport.Port(ip)
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // shortTempDir is a temp dir with a short path: the run directory holds

@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mhcodi/mhcodi/internal/freeport"
 )
 
 // realTarget is a bin/mhcodi-targetd serving the loopback example's
@@ -37,10 +39,9 @@ func repoBinary(t *testing.T, name string) string {
 
 func freePort(t *testing.T, ip string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", ip+":0")
+	ps, err := freeport.Portals(ip, 1)
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return ps[0]
 }
 
 // startRealTarget copies configs/examples/loopback.yaml into a temp dir

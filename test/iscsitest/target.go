@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/freeport"
 )
 
 // Target is an iSCSI target under test exporting one file as one LUN on a
@@ -73,19 +75,21 @@ func WithCHAP(u, user, password string) (string, error) {
 // address. The port is free when this returns; callers that hand it to a
 // daemon retry on a bind failure, since another process may take it first.
 func FreePortal(host string) (string, error) {
+	p, err := FreePortals(host, 1)
+	if err != nil {
+		return "", err
+	}
+	return p[0], nil
+}
+
+// FreePortals returns n distinct "host:port" portals free on host, a
+// loopback address (see freeport.Portals).
+func FreePortals(host string, n int) ([]string, error) {
 	ip := net.ParseIP(host)
 	if ip == nil || !ip.IsLoopback() || ip.To4() == nil {
-		return "", fmt.Errorf("free portal: %q is not an IPv4 loopback address; this harness only talks to 127.0.0.0/8", host)
+		return nil, fmt.Errorf("free portal: %q is not an IPv4 loopback address; this harness only talks to 127.0.0.0/8", host)
 	}
-	l, err := net.Listen("tcp4", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", fmt.Errorf("free portal on %s: %w", host, err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		return "", fmt.Errorf("free portal on %s: %w", host, err)
-	}
-	return addr, nil
+	return freeport.Portals(host, n)
 }
 
 // waitListening dials portal until it accepts a TCP connection, the

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,6 +22,7 @@ import (
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing/certs"
 	"github.com/mhcodi/mhcodi/fencing/member"
+	"github.com/mhcodi/mhcodi/internal/freeport"
 )
 
 // Node is one node of a test cluster.
@@ -72,7 +72,8 @@ func Config(t testing.TB, nodes ...Node) *configs.Config {
 }
 
 // FreePorts finds a client and a peer port that are free on the address
-// of every node (others run tests on the same loopback addresses).
+// of every node (others run tests on the same loopback addresses), from
+// below the ephemeral range so no outgoing connection takes one first.
 func FreePorts(t testing.TB, nodes []Node) (client, peer uint16) {
 	t.Helper()
 	free := func(p int) bool {
@@ -86,9 +87,13 @@ func FreePorts(t testing.TB, nodes []Node) (client, peer uint16) {
 		return true
 	}
 	for range 200 {
-		c := 20000 + rand.IntN(30000)
-		p := 20000 + rand.IntN(30000)
-		if c != p && free(c) && free(p) {
+		ps, err := freeport.Portals(nodes[0].IP, 2)
+		require.NoError(t, err)
+		_, cs, _ := net.SplitHostPort(ps[0])
+		_, pstr, _ := net.SplitHostPort(ps[1])
+		c, _ := strconv.Atoi(cs)
+		p, _ := strconv.Atoi(pstr)
+		if free(c) && free(p) {
 			return uint16(c), uint16(p)
 		}
 	}
