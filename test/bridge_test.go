@@ -170,23 +170,6 @@ func qemuIONBD(t *testing.T, sock string, readOnly bool, cmds ...string) (string
 	return o, err != nil || strings.Contains(o, "failed") || strings.Contains(o, "error"), d
 }
 
-// restartTargetd starts a new targetd with the arguments of the last one
-// (same portal, same volumes); the cleanup of startTargetd stops it.
-func restartTargetd(t *testing.T, td *runningTargetd) {
-	t.Helper()
-	cmd := exec.Command(td.cmd.Path, td.cmd.Args[1:]...)
-	cmd.Stdout, cmd.Stderr = td.log, td.log
-	require.NoError(t, cmd.Start())
-	td.cmd = cmd
-}
-
-// killTargetd kills targetd like a crash would.
-func killTargetd(t *testing.T, td *runningTargetd) {
-	t.Helper()
-	require.NoError(t, td.cmd.Process.Signal(syscall.SIGKILL))
-	td.cmd.Wait()
-}
-
 func TestBridgeQemuIO(t *testing.T) {
 	td := startTargetd(t, nil)
 	rb := startBridge(t, bridgeConfig(t, td, nil))
@@ -201,7 +184,7 @@ func TestBridgeQemuIO(t *testing.T) {
 
 	// targetd dies: a read waits for a session up to the I/O timeout,
 	// then fails with EIO; the guest is not frozen for longer.
-	killTargetd(t, td)
+	td.kill(t)
 	out, failed, took := qemuIONBD(t, rb.socket, true, "read -P 0xab 0 1M")
 	t.Logf("read after the kill failed after %v (io-timeout %v)", took.Round(time.Millisecond), bridgeIOTimeout)
 	require.True(t, failed, "a read with the target dead must fail: %s", out)
@@ -213,7 +196,7 @@ func TestBridgeQemuIO(t *testing.T) {
 	assert.NotEmpty(t, lastErr)
 
 	// targetd comes back: the bridge logs in again by itself.
-	restartTargetd(t, td)
+	td.restart(t)
 	relogin := rb.waitState(t, "up", 15*time.Second)
 	t.Logf("leg up again %v after targetd restarted", relogin.Round(time.Millisecond))
 	out, failed, took = qemuIONBD(t, rb.socket, true, "read -P 0xab 0 1M")
@@ -222,7 +205,7 @@ func TestBridgeQemuIO(t *testing.T) {
 
 	// A read issued while the target is down succeeds if the target is
 	// back within the I/O timeout.
-	killTargetd(t, td)
+	td.kill(t)
 	type result struct {
 		out    string
 		failed bool
@@ -234,7 +217,7 @@ func TestBridgeQemuIO(t *testing.T) {
 		done <- result{o, f, d}
 	}()
 	time.Sleep(time.Second)
-	restartTargetd(t, td)
+	td.restart(t)
 	r := <-done
 	require.False(t, r.failed, "a read pending across a target restart within the I/O timeout succeeds: %s\nbridge log:\n%s", r.out, rb.logText())
 	t.Logf("read pending across a restart took %v", r.took.Round(time.Millisecond))

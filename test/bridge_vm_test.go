@@ -86,10 +86,10 @@ func TestBridgeVM(t *testing.T) {
 			return
 		}
 		time.Sleep(killAfter)
-		killTargetd(t, td)
+		td.kill(t)
 		killAt = time.Now()
 		time.Sleep(restartAfter)
-		restartTargetd(t, td)
+		td.restart(t)
 		restartAt = time.Now()
 	}()
 

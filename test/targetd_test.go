@@ -88,12 +88,8 @@ func launchTargetd(t *testing.T, dir, cfg string, extra []string) (*runningTarge
 	require.NoError(t, err)
 	args := append([]string{"--config", cfg, "--node", "node-a", "--state-dir", filepath.Join(dir, "state"),
 		"--control-socket", r.control, "--listen", portal, "--metrics", metrics}, extra...)
-	r.cmd = exec.Command(binary(t, "mhcodi-targetd"), args...)
-	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
-	require.NoError(t, r.cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- r.cmd.Wait() }()
-	r.exited = exited
+	r.start(t, exec.Command(binary(t, "mhcodi-targetd"), args...))
+	exited := r.exited
 	t.Cleanup(func() { r.stop(t) })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -115,6 +111,31 @@ func launchTargetd(t *testing.T, dir, cfg string, extra []string) (*runningTarge
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// start runs cmd as this targetd, its output to the log.
+func (r *runningTargetd) start(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = r.log, r.log
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	r.cmd, r.exited, r.done = cmd, exited, false
+}
+
+// kill kills targetd like a crash would.
+func (r *runningTargetd) kill(t *testing.T) {
+	t.Helper()
+	require.NoError(t, r.cmd.Process.Signal(syscall.SIGKILL))
+	<-r.exited
+	r.done = true
+}
+
+// restart starts targetd again with the same arguments (after kill).
+func (r *runningTargetd) restart(t *testing.T) {
+	t.Helper()
+	require.True(t, r.done, "restart of a targetd that still runs")
+	r.start(t, exec.Command(r.cmd.Path, r.cmd.Args[1:]...))
 }
 
 func (r *runningTargetd) logText() string {
