@@ -125,6 +125,15 @@ func (s *CHAPSecrets) InitiatorCredentials(c *Config, node string) (user, secret
 	return c.InitiatorIQN(node), ns.Initiator, true
 }
 
+// TargetSecret is the secret node's targets answer mutual challenges with,
+// "" when it has none (or s is nil: the cluster uses no CHAP).
+func (s *CHAPSecrets) TargetSecret(node string) string {
+	if s == nil {
+		return ""
+	}
+	return s.Nodes[node].Target
+}
+
 // NodeOfInitiator returns the node whose initiator IQN is iqn.
 func (c *Config) NodeOfInitiator(iqn string) (string, bool) {
 	p, err := naming.ParseIQN(iqn)

@@ -117,7 +117,7 @@ func Plan(cfg *configs.Config, node string, secrets *configs.CHAPSecrets) ([]Wan
 					return nil, fmt.Errorf("no CHAP initiator secret for node %s in %s", node, cfg.Security.CHAPSecrets)
 				}
 				t.CHAP = &Credentials{User: user, Secret: secret}
-				if ts := secrets.Nodes[l.Node].Target; ts != "" {
+				if ts := secrets.TargetSecret(l.Node); ts != "" {
 					// targetd answers a mutual challenge as the target
 					// it is, with its node's target secret.
 					t.MutualCHAP = &Credentials{User: l.TargetIQN, Secret: ts}

@@ -354,7 +354,7 @@ func (d *Daemon) authorize(initiator, target string, discovery bool) (login.Deci
 			return login.Decision{}, fmt.Errorf("no CHAP secret for node %s", node)
 		}
 		dec.CHAP = &login.Credentials{User: user, Secret: secret}
-		if ts := d.secrets.Nodes[d.opts.Node].Target; ts != "" {
+		if ts := d.secrets.TargetSecret(d.opts.Node); ts != "" {
 			name := target
 			if discovery {
 				name = d.cfg.InitiatorIQN(d.opts.Node)

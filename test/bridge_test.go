@@ -237,11 +237,11 @@ func TestBridgeQemuIO(t *testing.T) {
 func TestBridgeRefused(t *testing.T) {
 	td := startTargetd(t, func(dir, text string) string {
 		secrets := filepath.Join(dir, "chap.yaml")
-		require.NoError(t, os.WriteFile(secrets, []byte("nodes:\n  node-a:\n    initiator: node-a-secret-123\n  node-b:\n    initiator: node-b-secret-456\n"), 0o600))
+		require.NoError(t, os.WriteFile(secrets, []byte("nodes:\n  node-a:\n    initiator: node-a-secret-123\n    target: node-a-target-789\n  node-b:\n    initiator: node-b-secret-456\n"), 0o600))
 		return text + "\nsecurity:\n  chap_secrets: " + secrets + "\n"
 	})
 	wrong := filepath.Join(t.TempDir(), "chap.yaml")
-	require.NoError(t, os.WriteFile(wrong, []byte("nodes:\n  node-a:\n    initiator: node-a-secret-123\n  node-b:\n    initiator: not-node-b-secret\n"), 0o600))
+	require.NoError(t, os.WriteFile(wrong, []byte("nodes:\n  node-a:\n    initiator: node-a-secret-123\n    target: node-a-target-789\n  node-b:\n    initiator: not-node-b-secret\n"), 0o600))
 	cfg := bridgeConfig(t, td, func(text string) string {
 		i := strings.Index(text, "chap_secrets: ")
 		require.GreaterOrEqual(t, i, 0)
@@ -260,9 +260,29 @@ func TestBridgeRefused(t *testing.T) {
 	assert.GreaterOrEqual(t, strings.Count(td.logText(), "does not verify"), 3, "targetd log:\n%s", td.logText())
 	assert.Equal(t, 1, strings.Count(rb.logText(), "refuses this initiator"), "bridge log:\n%s", rb.logText())
 
-	// With the right secret, the same bridge setup comes up.
+	// With the right secret, the same bridge setup comes up, and it
+	// checked the target back (mutual CHAP: node-a has a target secret).
 	rb.stop(t)
 	good := bridgeConfig(t, td, nil)
 	rb = startBridge(t, good)
 	rb.waitState(t, "up", 10*time.Second)
+	assert.Contains(t, td.logText(), "mutual_chap=true", "targetd log:\n%s", td.logText())
+
+	// A bridge that knows another secret for node-a's targets (an
+	// impostor on the portal would not know the real one) refuses the
+	// target: nothing of the guest's is written there.
+	rb.stop(t)
+	impostor := filepath.Join(t.TempDir(), "chap.yaml")
+	require.NoError(t, os.WriteFile(impostor, []byte("nodes:\n  node-a:\n    initiator: node-a-secret-123\n    target: not-node-a-target\n  node-b:\n    initiator: node-b-secret-456\n"), 0o600))
+	cfg = bridgeConfig(t, td, func(text string) string {
+		i := strings.Index(text, "chap_secrets: ")
+		require.GreaterOrEqual(t, i, 0)
+		return text[:i] + "chap_secrets: " + impostor + "\n"
+	})
+	rb = startBridge(t, cfg, "--refused-backoff", "300ms")
+	rb.waitState(t, "refused", 10*time.Second)
+	_, lastErr = rb.legState(t)
+	assert.Contains(t, lastErr, "failed mutual CHAP")
+	out, failed, _ = qemuIONBD(t, rb.socket, true, "write -P 0x66 0 4k")
+	require.True(t, failed, out)
 }

@@ -114,9 +114,15 @@ func New(opts Options) (*Bridge, error) {
 		if len(spec.Socket) > maxSocketPath {
 			return nil, fmt.Errorf("socket path %s is longer than %d bytes; use a shorter --socket-dir", spec.Socket, maxSocketPath)
 		}
+		var mutual *iscsiclient.CHAP
+		if ts := secrets.TargetSecret(li.Node); chap != nil && ts != "" {
+			// The leg's targetd answers our challenge as the target it
+			// is, with its node's target secret (as for open-iscsi).
+			mutual = &iscsiclient.CHAP{User: li.TargetIQN, Secret: ts}
+		}
 		ccfg := iscsiclient.Config{
 			Portal: spec.Portal, TargetIQN: li.TargetIQN, InitiatorIQN: cfg.InitiatorIQN(opts.Node),
-			CHAP: chap, HeaderDigest: opts.HeaderDigest, LoginTimeout: opts.LoginTimeout,
+			CHAP: chap, MutualCHAP: mutual, HeaderDigest: opts.HeaderDigest, LoginTimeout: opts.LoginTimeout,
 			PingInterval: opts.PingInterval, PingTimeout: opts.PingTimeout,
 			Logger: opts.Log.With("leg", spec.Name),
 		}

@@ -134,8 +134,8 @@ func (l *Leg) Run(ctx context.Context) {
 				l.stop()
 				return
 			}
-			var le *iscsiclient.LoginError
-			refused := errors.As(err, &le) && le.Refused()
+			var re iscsiclient.Refuser
+			refused := errors.As(err, &re) && re.Refused()
 			l.mu.Lock()
 			c, ok := l.policy.LoginFailed(time.Now(), err.Error(), refused)
 			l.mu.Unlock()

@@ -1,11 +1,15 @@
 package iscsiclient
 
 import (
+	"bytes"
 	"crypto/md5"
+	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -53,6 +57,28 @@ func (e *LoginError) Error() string {
 // 2): wrong CHAP, not allowed by the ACL, unknown target.
 func (e *LoginError) Refused() bool { return e.Status.Class() == 2 }
 
+// TargetAuthError is a login we broke off because the target failed
+// mutual CHAP: it did not answer our challenge, answered under another
+// name, or with a wrong response. Retrying will not help until the
+// secrets agree, or the impostor is gone.
+type TargetAuthError struct {
+	Target, Reason string
+}
+
+func (e *TargetAuthError) Error() string {
+	return fmt.Sprintf("login to %s: the target failed mutual CHAP: %s", e.Target, e.Reason)
+}
+
+// Refused is true: like a refusal by the target, only a change of
+// configuration (or of who answers on the portal) makes it pass.
+func (e *TargetAuthError) Refused() bool { return true }
+
+// Refuser is a login error that retrying soon will not cure.
+type Refuser interface {
+	error
+	Refused() bool
+}
+
 // loginRequest is one Login Request the machine wants sent.
 type loginRequest struct {
 	Transit, Continue bool
@@ -69,33 +95,47 @@ type loginResponse struct {
 	Data              []byte
 }
 
-// chapStep is how far one-way CHAP got.
+// chapStep is how far CHAP got.
 type chapStep uint8
 
 const (
 	chapNone     chapStep = iota
 	chapSentA             // CHAP_A sent, waiting for the challenge
-	chapAnswered          // CHAP_N/CHAP_R sent
+	chapAnswered          // CHAP_N/CHAP_R sent (with CHAP_I/CHAP_C when mutual)
+	chapVerified          // the target answered our challenge correctly
 )
+
+// mutualChallengeLen is the length of our challenges to the target, as
+// targetd's own: RFC 7143 §12.1.3 wants them unpredictable and at least
+// as long as the hash.
+const mutualChallengeLen = 32
 
 // loginMachine runs the initiator side of a login: security stage (with
 // CHAP when the target asks for it and we have credentials), operational
 // stage, full feature phase. It does no I/O: start gives the first
 // request, step takes each response and gives the next request, until done.
 type loginMachine struct {
-	cfg    Config
-	stage  uint8
-	chap   chapStep
-	text   []byte // response text accumulated over C=1 responses
-	rounds int
-	params Params
-	done   bool
+	cfg   Config
+	stage uint8
+	chap  chapStep
+	// mutualID and mutualChall are the challenge we sent the target.
+	mutualID    byte
+	mutualChall []byte
+	// targetChall is the target's challenge, which ours must not repeat.
+	targetChall []byte
+	text        []byte // response text accumulated over C=1 responses
+	rounds      int
+	params      Params
+	done        bool
 }
 
 // maxLoginRounds stops a target that never lets the login finish.
 const maxLoginRounds = 16
 
 func newLoginMachine(cfg Config) *loginMachine {
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
 	return &loginMachine{cfg: cfg, params: Params{
 		TargetMaxRecvDataSegmentLength: 8192,
 		MaxRecvDataSegmentLength:       ourMaxRecvDataSegmentLength,
@@ -202,6 +242,12 @@ func (m *loginMachine) security(r loginResponse, kvs []login.KV) (loginRequest, 
 			return loginRequest{}, false, fmt.Errorf("target chose AuthMethod=%s, which was not offered", am)
 		}
 	}
+	if m.chap == chapAnswered && m.cfg.MutualCHAP != nil {
+		if err := m.verifyTarget(kvs); err != nil {
+			return loginRequest{}, false, err
+		}
+		m.chap = chapVerified
+	}
 	if m.chap == chapSentA {
 		if _, ok := login.Lookup(kvs, login.KeyCHAPC); ok {
 			resp, err := m.chapAnswer(kvs)
@@ -211,6 +257,13 @@ func (m *loginMachine) security(r loginResponse, kvs []login.KV) (loginRequest, 
 			m.chap = chapAnswered
 			return loginRequest{Transit: true, CSG: login.StageSecurity, NSG: login.StageOperational, KVs: resp}, false, nil
 		}
+	}
+	if r.Transit && m.cfg.MutualCHAP != nil && m.chap != chapVerified {
+		// Leaving the security stage before the target proved itself
+		// (AuthMethod=None, or CHAP without an answer to ours) is what
+		// an impostor would do.
+		return loginRequest{}, false, &TargetAuthError{Target: m.cfg.TargetIQN,
+			Reason: "it ended the security stage without answering our challenge (mutual CHAP is configured: is the target's secret set on its node?)"}
 	}
 	if r.Transit {
 		if r.NSG == login.StageFullFeature {
@@ -244,14 +297,61 @@ func (m *loginMachine) chapAnswer(kvs []login.KV) ([]login.KV, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CHAP_C: %w", err)
 	}
-	h := md5.New()
-	h.Write([]byte{byte(id)})
-	h.Write([]byte(m.cfg.CHAP.Secret))
-	h.Write(chall)
-	return []login.KV{
+	out := []login.KV{
 		{Key: login.KeyCHAPN, Value: m.cfg.CHAP.User},
-		{Key: login.KeyCHAPR, Value: "0x" + hex.EncodeToString(h.Sum(nil))},
-	}, nil
+		{Key: login.KeyCHAPR, Value: "0x" + hex.EncodeToString(chapResponse(byte(id), m.cfg.CHAP.Secret, chall))},
+	}
+	if m.cfg.MutualCHAP == nil {
+		return out, nil
+	}
+	m.targetChall = chall
+	buf := make([]byte, 1+mutualChallengeLen)
+	if _, err := io.ReadFull(m.cfg.Rand, buf); err != nil {
+		return nil, fmt.Errorf("mutual CHAP challenge: %w", err)
+	}
+	m.mutualID, m.mutualChall = buf[0], buf[1:]
+	if bytes.Equal(m.mutualChall, chall) {
+		// Only a broken random source gets here; a target that could
+		// make us ask its own challenge could reflect our answer.
+		return nil, errors.New("mutual CHAP: our challenge equals the target's; the random source is broken")
+	}
+	return append(out,
+		login.KV{Key: login.KeyCHAPI, Value: strconv.Itoa(int(m.mutualID))},
+		login.KV{Key: login.KeyCHAPC, Value: "0x" + hex.EncodeToString(m.mutualChall)},
+	), nil
+}
+
+// verifyTarget checks the target's CHAP_N/CHAP_R against our challenge.
+func (m *loginMachine) verifyTarget(kvs []login.KV) error {
+	fail := func(format string, a ...any) error {
+		return &TargetAuthError{Target: m.cfg.TargetIQN, Reason: fmt.Sprintf(format, a...)}
+	}
+	n, hasN := login.Lookup(kvs, login.KeyCHAPN)
+	r, hasR := login.Lookup(kvs, login.KeyCHAPR)
+	if !hasN || !hasR {
+		return fail("it did not answer our challenge (no CHAP_N/CHAP_R)")
+	}
+	if n != m.cfg.MutualCHAP.User {
+		return fail("it answered as %q, not %q", n, m.cfg.MutualCHAP.User)
+	}
+	got, err := decodeBinary(r)
+	if err != nil {
+		return fail("CHAP_R: %v", err)
+	}
+	want := chapResponse(m.mutualID, m.cfg.MutualCHAP.Secret, m.mutualChall)
+	if subtle.ConstantTimeCompare(got, want) != 1 {
+		return fail("wrong CHAP_R (the target's secret differs from ours for it)")
+	}
+	return nil
+}
+
+// chapResponse is RFC 1994's MD5 over identifier, secret and challenge.
+func chapResponse(id byte, secret string, chall []byte) []byte {
+	h := md5.New()
+	h.Write([]byte{id})
+	h.Write([]byte(secret))
+	h.Write(chall)
+	return h.Sum(nil)
 }
 
 // decodeBinary reads an RFC 7143 §6.1 binary value: 0x hex or 0b base64.

@@ -2,6 +2,8 @@ package iscsiclient
 
 import (
 	"bytes"
+	"encoding/hex"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -120,4 +122,88 @@ func TestDecodeBinary(t *testing.T) {
 	assert.Equal(t, []byte{1, 2}, b)
 	_, err = decodeBinary("12")
 	assert.Error(t, err)
+}
+
+// mutualSetup is a target asking CHAP of testInitiator and answering
+// mutual challenges as testTarget.
+func mutualSetup() (*login.Credentials, *login.Credentials, Config) {
+	creds := &login.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
+	tcreds := &login.Credentials{User: testTarget, Secret: "the-targets-own-secret"}
+	cfg := Config{TargetIQN: testTarget, InitiatorIQN: testInitiator,
+		CHAP:       &CHAP{User: creds.User, Secret: creds.Secret},
+		MutualCHAP: &CHAP{User: tcreds.User, Secret: tcreds.Secret}}
+	return creds, tcreds, cfg
+}
+
+func TestLoginMutualCHAP(t *testing.T) {
+	creds, tcreds, cfg := mutualSetup()
+	_, res, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds, MutualCHAP: tcreds})
+	require.NoError(t, err)
+	assert.True(t, res.CHAP)
+	assert.True(t, res.MutualCHAP, "the target answered our challenge")
+}
+
+// A target that knows another secret for itself (or an impostor that
+// knows none) is refused by us, as a refusal that retrying will not cure.
+func TestLoginMutualCHAPWrongTargetSecret(t *testing.T) {
+	creds, tcreds, cfg := mutualSetup()
+	tcreds.Secret = "not-what-we-know"
+	_, _, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds, MutualCHAP: tcreds})
+	var te *TargetAuthError
+	require.ErrorAs(t, err, &te)
+	assert.Contains(t, err.Error(), "wrong CHAP_R")
+	var r Refuser
+	require.ErrorAs(t, err, &r)
+	assert.True(t, r.Refused())
+}
+
+func TestLoginMutualCHAPWrongTargetName(t *testing.T) {
+	creds, tcreds, cfg := mutualSetup()
+	tcreds.User = "iqn.2026-11.org.mhcodi:demo.node-z.demo.root"
+	_, _, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds, MutualCHAP: tcreds})
+	var te *TargetAuthError
+	require.ErrorAs(t, err, &te)
+	assert.Contains(t, err.Error(), "answered as")
+}
+
+// An impostor that asks no CHAP at all does not get past the security
+// stage when we want the target to prove itself.
+func TestLoginMutualCHAPTargetSkipsAuth(t *testing.T) {
+	_, _, cfg := mutualSetup()
+	_, _, err := runLogin(t, cfg, login.Decision{Allowed: true})
+	var te *TargetAuthError
+	require.ErrorAs(t, err, &te)
+	assert.Contains(t, err.Error(), "without answering our challenge")
+}
+
+// A target with no mutual secret refuses our challenge itself.
+func TestLoginMutualCHAPTargetHasNoSecret(t *testing.T) {
+	creds, _, cfg := mutualSetup()
+	_, _, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds})
+	var le *LoginError
+	require.ErrorAs(t, err, &le)
+	assert.Equal(t, login.StatusAuthFailed, le.Status)
+}
+
+// A target's answer is checked against our challenge, not just its form:
+// a machine fed a response made for another challenge fails.
+func TestLoginMutualCHAPReplayedAnswer(t *testing.T) {
+	_, tcreds, cfg := mutualSetup()
+	cfg.Rand = bytes.NewReader(bytes.Repeat([]byte{1}, 64))
+	m := newLoginMachine(cfg)
+	m.start()
+	m.chap = chapSentA
+	kvs, err := m.chapAnswer([]login.KV{{Key: login.KeyCHAPA, Value: "5"}, {Key: login.KeyCHAPI, Value: "3"}, {Key: login.KeyCHAPC, Value: "0x" + strings.Repeat("ab", 16)}})
+	require.NoError(t, err)
+	i, _ := login.Lookup(kvs, login.KeyCHAPI)
+	c, _ := login.Lookup(kvs, login.KeyCHAPC)
+	assert.Equal(t, "1", i)
+	assert.Equal(t, "0x"+strings.Repeat("01", mutualChallengeLen), c)
+	m.chap = chapAnswered
+	other := chapResponse(1, tcreds.Secret, bytes.Repeat([]byte{2}, mutualChallengeLen))
+	err = m.verifyTarget([]login.KV{{Key: login.KeyCHAPN, Value: testTarget}, {Key: login.KeyCHAPR, Value: "0x" + hex.EncodeToString(other)}})
+	assert.ErrorContains(t, err, "wrong CHAP_R")
+	good := chapResponse(1, tcreds.Secret, bytes.Repeat([]byte{1}, mutualChallengeLen))
+	assert.NoError(t, m.verifyTarget([]login.KV{{Key: login.KeyCHAPN, Value: testTarget}, {Key: login.KeyCHAPR, Value: "0x" + hex.EncodeToString(good)}}))
+	assert.ErrorContains(t, m.verifyTarget(nil), "did not answer")
 }

@@ -2,6 +2,7 @@ package iscsiclient
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -15,7 +16,7 @@ import (
 	"github.com/mhcodi/mhcodi/targetd/pdu"
 )
 
-// CHAP are one-way CHAP credentials (the target challenges us).
+// CHAP are CHAP credentials: a name and a secret.
 type CHAP struct{ User, Secret string }
 
 // Config describes one session.
@@ -27,6 +28,14 @@ type Config struct {
 	// CHAP, when set, answers the target's challenge; the target decides
 	// whether it asks.
 	CHAP *CHAP
+	// MutualCHAP, when set (with CHAP), makes the login challenge the
+	// target back: it must answer as User (its IQN) with Secret, or the
+	// login fails with a TargetAuthError. Without it an impostor on the
+	// target's address would get our writes.
+	MutualCHAP *CHAP
+	// Rand is where mutual CHAP's challenges come from (default
+	// crypto/rand.Reader).
+	Rand io.Reader
 	// HeaderDigest offers CRC32C header digests.
 	HeaderDigest bool
 	// LoginTimeout bounds connecting and logging in (default 10 s).
@@ -56,6 +65,9 @@ func (c *Config) defaults() {
 	}
 	if c.PingTimeout <= 0 {
 		c.PingTimeout = 5 * time.Second
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

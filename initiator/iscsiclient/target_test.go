@@ -193,6 +193,31 @@ func TestRealTargetCHAP(t *testing.T) {
 	assert.True(t, le.Refused())
 }
 
+// Mutual CHAP against targetd itself: it answers our challenge with its
+// node's target secret; a secret of ours that differs is caught by us.
+func TestRealTargetMutualCHAP(t *testing.T) {
+	tg := startRealTarget(t, func(dir, text string) string {
+		secrets := filepath.Join(dir, "chap.yaml")
+		require.NoError(t, os.WriteFile(secrets, []byte("nodes:\n  node-a:\n    initiator: node-a-secret-123\n    target: node-a-target-789\n  node-b:\n    initiator: node-b-secret-456\n"), 0o600))
+		return text + "\nsecurity:\n  chap_secrets: " + secrets + "\n"
+	})
+	ctx := context.Background()
+	cfg := tg.config2(testInitiator)
+	cfg.CHAP = &CHAP{User: testInitiator, Secret: "node-b-secret-456"}
+	cfg.MutualCHAP = &CHAP{User: cfg.TargetIQN, Secret: "node-a-target-789"}
+	s, err := Dial(ctx, cfg)
+	require.NoError(t, err)
+	require.NoError(t, s.TestUnitReady(ctx))
+	s.Close()
+
+	cfg.MutualCHAP.Secret = "an-impostors-secret"
+	_, err = Dial(ctx, cfg)
+	var te *TargetAuthError
+	require.ErrorAs(t, err, &te)
+	assert.True(t, te.Refused())
+	assert.Contains(t, err.Error(), "wrong CHAP_R")
+}
+
 func TestRealTargetKilled(t *testing.T) {
 	tg := startRealTarget(t, nil)
 	ctx := context.Background()

@@ -97,7 +97,7 @@ func (c *conn) serve() {
 	c.sess = sess
 	c.sessLive.Store(sess)
 	c.log = c.log.With("initiator", sess.initiator, "target", sess.targetName, "tsih", sess.tsih)
-	c.log.Info("session started", "discovery", sess.discovery, "header_digest", sess.params.HeaderDigest, "data_digest", sess.params.DataDigest)
+	c.log.Info("session started", "discovery", sess.discovery, "chap", sess.chap, "mutual_chap", sess.mutualCHAP, "header_digest", sess.params.HeaderDigest, "data_digest", sess.params.DataDigest)
 	err = c.fullFeature()
 	reason, _ := c.reason.Load().(string)
 	switch {

@@ -228,16 +228,17 @@ func (s *Server) Shutdown(ctx context.Context, graceful bool) error {
 
 // SessionInfo describes a logged-in session, for the control API.
 type SessionInfo struct {
-	TSIH      uint16    `json:"tsih"`
-	Initiator string    `json:"initiator"`
-	ISID      string    `json:"isid"`
-	Target    string    `json:"target"`
-	Remote    string    `json:"remote"`
-	Since     time.Time `json:"since"`
-	Discovery bool      `json:"discovery"`
-	CHAP      bool      `json:"chap"`
-	Digests   string    `json:"digests"`
-	Tasks     int       `json:"tasks"`
+	TSIH       uint16    `json:"tsih"`
+	Initiator  string    `json:"initiator"`
+	ISID       string    `json:"isid"`
+	Target     string    `json:"target"`
+	Remote     string    `json:"remote"`
+	Since      time.Time `json:"since"`
+	Discovery  bool      `json:"discovery"`
+	CHAP       bool      `json:"chap"`
+	MutualCHAP bool      `json:"mutual_chap"`
+	Digests    string    `json:"digests"`
+	Tasks      int       `json:"tasks"`
 	// The CmdSN window: commands in flight and what the session took in.
 	InFlight uint32 `json:"in_flight"`
 	ExpCmdSN uint32 `json:"exp_cmd_sn"`

@@ -20,6 +20,7 @@ type session struct {
 	targetName string
 	discovery  bool
 	chap       bool
+	mutualCHAP bool
 	since      time.Time
 	params     login.Params
 	nexus      scsi.Nexus
@@ -63,6 +64,7 @@ func newSession(c *conn, res login.Result, cmdSN uint32) *session {
 		targetName: res.TargetName,
 		discovery:  res.SessionType == login.SessionDiscovery,
 		chap:       res.CHAP,
+		mutualCHAP: res.MutualCHAP,
 		since:      time.Now(),
 		params:     res.Params,
 		expCmdSN:   cmdSN,
@@ -274,7 +276,7 @@ func (s *session) info() SessionInfo {
 	return SessionInfo{
 		TSIH: s.tsih, Initiator: s.initiator, ISID: s.nexus.ISID, Target: s.targetName,
 		Remote: s.c.nc.RemoteAddr().String(), Since: s.since, Discovery: s.discovery,
-		CHAP: s.chap, Digests: d, Tasks: n,
+		CHAP: s.chap, MutualCHAP: s.mutualCHAP, Digests: d, Tasks: n,
 		InFlight: inflight, ExpCmdSN: exp, MaxCmdSN: max,
 	}
 }
