@@ -1,6 +1,6 @@
 // Package iscsiclient is a small iSCSI initiator (RFC 7143) for one
 // session over one TCP connection, at ErrorRecoveryLevel 0: login with
-// optional one-way CHAP, then concurrent SCSI commands (READ(16),
+// optional CHAP, one-way or mutual, then concurrent SCSI commands (READ(16),
 // WRITE(16), SYNCHRONIZE CACHE(16), READ CAPACITY(16), TEST UNIT READY)
 // within the target's CmdSN window, NOP pings both ways, and logout.
 //
