@@ -13,7 +13,8 @@ FUZZ_TARGETS := \
 	./naming:FuzzParseWWN ./naming:FuzzLegNames ./configs:FuzzParseSize \
 	./targetd/pdu:FuzzDecode ./targetd/login:FuzzParseText ./targetd/login:FuzzLoginStep \
 	./targetd/scsi:FuzzExecute ./targetd/iscsi:FuzzFullFeature \
-	./initiator/nbd:FuzzDecodeRequest ./initiator/nbd:FuzzServeConn ./guestraid/channel:FuzzDecode
+	./initiator/nbd:FuzzDecodeRequest ./initiator/nbd:FuzzServeConn ./initiator/iscsiclient:FuzzLoginMachine \
+	./guestraid/channel:FuzzDecode
 
 .PHONY: all deps build image test unit lint fuzz demo bench clean
 
