@@ -15,11 +15,17 @@ import (
 // fenced): once it is back, its targetd still admits only the old owner,
 // and the new owner could never reach the leg to resync it. The ledger,
 // read with quorum, is the authority, so the export simply catches up.
-func DecideExportFences(exports []targetd.ExportInfo, records map[string]ledger.Record) []targetd.FenceRequest {
+//
+// Not while a copy of the guest still runs here (held back: running on
+// this node, owned by another). That copy writes its local leg directly,
+// not through targetd, so opening the leg to the new owner then would let
+// the new owner's resync and the old copy write the same blocks; the
+// monitor destroys the copy first, and the next round catches up.
+func DecideExportFences(exports []targetd.ExportInfo, records map[string]ledger.Record, heldBack map[string]bool) []targetd.FenceRequest {
 	var out []targetd.FenceRequest
 	for _, e := range exports {
 		r, ok := records[e.Guest]
-		if !ok || r.Owner == "" || r.Epoch <= e.Fence.Epoch {
+		if !ok || r.Owner == "" || r.Epoch <= e.Fence.Epoch || heldBack[e.Guest] {
 			continue
 		}
 		out = append(out, targetd.FenceRequest{Guest: e.Guest, Disk: e.Disk, Owner: r.Owner, Epoch: r.Epoch})
@@ -27,8 +33,9 @@ func DecideExportFences(exports []targetd.ExportInfo, records map[string]ledger.
 	return out
 }
 
-// fenceExports brings the local targetd's fencing up to the ledger.
-func (s *Server) fenceExports(ctx context.Context, records map[string]ledger.Record) {
+// fenceExports brings the local targetd's fencing up to the ledger,
+// except for the guests in heldBack (see DecideExportFences).
+func (s *Server) fenceExports(ctx context.Context, records map[string]ledger.Record, heldBack map[string]bool) {
 	if s.targetd == nil {
 		return
 	}
@@ -39,7 +46,7 @@ func (s *Server) fenceExports(ctx context.Context, records map[string]ledger.Rec
 		s.log.Warn("monitor: cannot list targetd's exports", "err", err)
 		return
 	}
-	for _, req := range DecideExportFences(exports, records) {
+	for _, req := range DecideExportFences(exports, records, heldBack) {
 		if _, err := s.targetd.Fence(tctx, req); err != nil {
 			s.log.Warn("monitor: cannot bring a leg's fencing up to the ledger", "guest", req.Guest, "disk", req.Disk, "owner", req.Owner, "epoch", req.Epoch, "err", err)
 			continue

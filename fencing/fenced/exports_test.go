@@ -23,6 +23,8 @@ func TestDecideExportFences(t *testing.T) {
 		"new": {Guest: "new", Epoch: 0},
 	}
 	assert.Equal(t, []targetd.FenceRequest{{Guest: "web", Disk: "root", Owner: "node-b", Epoch: 3}},
-		DecideExportFences(exports, records),
+		DecideExportFences(exports, records, nil),
 		"only the export behind the ledger: not one at the same epoch, not a guest without a record or an owner")
+	assert.Empty(t, DecideExportFences(exports, records, map[string]bool{"web": true}),
+		"a copy of web still runs here and writes its local leg: the new owner must not reach that leg yet")
 }

@@ -466,7 +466,13 @@ func (s *Server) MonitorOnce(ctx context.Context) {
 		s.channels.Sync(ctx, still)
 	}
 	if ledgerOK {
-		s.fenceExports(ctx, records)
+		heldBack := map[string]bool{}
+		for _, st := range still {
+			if r, ok := records[st.Name]; ok && r.Owner != s.self {
+				heldBack[st.Name] = true
+			}
+		}
+		s.fenceExports(ctx, records, heldBack)
 	}
 	if s.quorum && ledgerOK {
 		s.keepHolds(ctx, still, records)
