@@ -48,6 +48,9 @@ func fencingCluster(t *testing.T, img image.Result, witness bool, fencing ...str
 	o.Witness = witness
 	o.TLS = true
 	o.Fencing = fencing
+	// MHCODI_KEEP_CLUSTER=1 keeps the cluster's directory (daemon logs,
+	// write logs, consoles) for a post-mortem.
+	o.Keep = os.Getenv("MHCODI_KEEP_CLUSTER") != ""
 	return cluster.NewT(t, o)
 }
 
@@ -499,6 +502,118 @@ func TestFencingForcedFailover(t *testing.T) {
 	r.stopAndCompare(ctx, b, gb)
 	rep := r.checkWrites()
 	checkOwners(t, rep, c, map[string]string{"node-a": "node-b"}, rec.Epoch)
+}
+
+// TestFencingFrozenOwner: two storage hosts and a witness, automatic
+// failover on. The owner hangs instead of dropping off the network: every
+// process of node-a, its fenced and etcd member, targetd, the guest's qemu
+// and leg bridge, is stopped (SIGSTOP), so connections to it open but
+// nothing answers. The guest restarts on node-b. Then node-a wakes up with
+// its old copy still in memory: the copy is destroyed within one monitor
+// period, nothing it sends is written to node-b's leg at the new epoch,
+// and node-a's leg is resynced in full, not while the copy still runs.
+func TestFencingFrozenOwner(t *testing.T) {
+	fencingBinaries(t)
+	img := guestImage(t)
+	c := fencingCluster(t, img, true, "auto_failover: true")
+	monitor := c.Config.Fencing.MonitorInterval
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	r := startFencing(t, ctx, c)
+	a, b := r.a, r.b
+
+	r.startGuest(ctx, a)
+	ga := r.attach(ctx, a, 30*time.Second)
+	r.waitHealthy(ctx, a, 3*time.Minute)
+	rec, err := record(ctx, a)
+	require.NoError(t, err)
+	epoch := rec.Epoch
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err = ga.WaitProgress(wctx, 1)
+	wcancel()
+	require.NoError(t, err, "the guest does not write on node-a")
+
+	// node-a's etcd member leads the ledger, so its freeze also stalls
+	// every forwarded lease renewal: node-b, which does not own the guest,
+	// must ride that out without thinking its own lease is gone.
+	r.makeEtcdLeader(ctx, a)
+
+	// The bridge started before qemu; make sure both are frozen.
+	procs, err := a.TrackGuests()
+	require.NoError(t, err)
+	require.Len(t, procs, 2, "node-a runs the guest's qemu and its leg bridge")
+	logB, err := os.ReadFile(b.LogPath(cluster.FencedName))
+	require.NoError(t, err)
+	logBAtFreeze := len(logB)
+	require.NoError(t, a.Freeze())
+	frozen := time.Now()
+	t.Logf("node-a frozen at epoch %d", epoch)
+
+	gb := r.attach(ctx, b, 2*time.Minute)
+	wctx, wcancel = context.WithTimeout(ctx, 2*time.Minute)
+	writing, err := gb.WaitProgress(wctx, 0)
+	wcancel()
+	require.NoError(t, err, "the guest does not write on node-b")
+	t.Logf("FIGURE frozen_owner_failover_s=%.1f: from freezing the owner to the guest writing again on the other host",
+		writing.Sub(frozen).Seconds())
+	rec, err = record(ctx, b)
+	require.NoError(t, err)
+	assert.Equal(t, "node-b", rec.Owner)
+	assert.Greater(t, rec.Epoch, epoch)
+	assert.Contains(t, rec.Stale, "node-a", "node-a's leg, whose targetd did not answer, is marked stale")
+	require.True(t, ga.Running(), "node-a's copy is frozen, not gone")
+	logB, err = os.ReadFile(b.LogPath(cluster.FencedName))
+	require.NoError(t, err)
+	assert.NotContains(t, string(logB[logBAtFreeze:]), "lease not renewed",
+		"node-b's lease lapsed while the frozen node-a led etcd: it would have destroyed guests of its own")
+
+	// node-a wakes up: its copy runs again until its fenced sees that the
+	// lease is gone and the ledger names node-b.
+	time.Sleep(3 * time.Second)
+	require.NoError(t, a.Thaw())
+	thawed := time.Now()
+	gctx, gcancel := context.WithTimeout(ctx, time.Minute)
+	goneA, err := ga.WaitGone(gctx)
+	gcancel()
+	require.NoError(t, err, "node-a still runs the guest it no longer owns after waking up")
+	t.Logf("node-a destroyed its copy %.1f s after it woke up (monitor_interval %v)", goneA.Sub(thawed).Seconds(), monitor)
+	assert.Less(t, goneA.Sub(thawed), monitor+2*time.Second, "destroyed within one monitor period of waking up")
+
+	done := r.waitFullResync(ctx, gb, "node-a", 75*time.Second)
+	t.Logf("node-a's leg wiped and resynced in full %.1f s after it woke up: %d bytes for a %d-byte array",
+		time.Since(thawed).Seconds(), done.ResyncBytes, done.ArrayBytes)
+	assert.Empty(t, gb.WorkloadLines("ioerror"), "the guest on node-b saw I/O errors")
+	vr, err := b.CLI(ctx, "verify")
+	require.NoError(t, err)
+	t.Logf("node-b$ mhcodi verify → exit %d\n%s%s", vr.Code, vr.Stdout, vr.Stderr)
+	assert.Equal(t, 0, vr.Code, "verify finds nothing wrong once node-a's leg is resynced")
+
+	r.stopAndCompare(ctx, b, gb)
+	rep := r.checkWrites()
+	checkOwners(t, rep, c, map[string]string{"node-a": "node-b"}, rec.Epoch)
+	for _, l := range c.Config.Legs() {
+		if l.Guest != "demo" {
+			continue
+		}
+		tg, ok := rep.Target(l.TargetIQN)
+		require.True(t, ok, "%s's leg took no writes", l.Node)
+		switch l.Node {
+		case "node-b":
+			// node-b's leg takes iSCSI writes only from node-a's bridge;
+			// none of the woken copy's may land after the failover.
+			assert.Equal(t, epoch, tg.Latest().Epoch, "node-b's leg took writes after the failover: %s", rep)
+		case "node-a":
+			// The new owner's resync reaches node-a's leg only once the
+			// woken copy, which writes that leg directly, is gone (1 s:
+			// how late WaitGone may notice, with a reaped zombie).
+			latest := tg.Latest()
+			require.NotEmpty(t, latest.Writers)
+			first := latest.Writers[0].First
+			t.Logf("first write of the resync to node-a's leg %.1f s after its copy was destroyed", first.Sub(goneA).Seconds())
+			assert.True(t, first.After(goneA.Add(-time.Second)), "node-b wrote node-a's leg at %s while node-a's copy still ran (gone %s)",
+				first.Format(time.StampMilli), goneA.Format(time.StampMilli))
+		}
+	}
 }
 
 // checkOwners asserts that the newest epoch each node's leg of demo took

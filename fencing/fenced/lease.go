@@ -99,7 +99,13 @@ func (k *LeaseKeeper) Step(ctx context.Context, now time.Time) bool {
 		reason = fmt.Sprintf("the lease was last renewed %s ago, the limit is %s (lease_ttl %s − lease_margin %s)",
 			now.Sub(last).Round(time.Millisecond), k.TTL-k.Margin, k.TTL, k.Margin)
 	}
-	if !wasStale {
+	switch {
+	case wasStale:
+	case last.IsZero():
+		// A fenced that just started: not an alarm, but guests found
+		// running here are still destroyed until the lease is granted.
+		k.Log.Info("no lease yet: guests here are destroyed and the watchdog is not fed until etcd grants it", "reason", reason)
+	default:
 		k.Log.Warn("lease not renewed: guests here are destroyed and the watchdog is no longer fed", "reason", reason)
 	}
 	if n := k.SelfFence(ctx, reason); n > 0 {

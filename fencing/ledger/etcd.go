@@ -484,7 +484,7 @@ func (s *Etcd) leaseLoop() {
 		if s.ctx.Err() != nil {
 			return
 		}
-		// The stream ended: expired, revoked, or no answer for a TTL.
+		// etcd says the lease is gone (expired or revoked); make sure.
 		for s.ctx.Err() == nil {
 			alive, err := s.leaseAlive(id)
 			if err != nil {
@@ -513,36 +513,67 @@ func (s *Etcd) sleep() {
 func (s *Etcd) grant() (clientv3.LeaseID, error) {
 	ctx, cancel := s.opCtx(s.ctx)
 	defer cancel()
+	sent := time.Now() // the lease runs from later than this
 	resp, err := s.cli.Grant(ctx, int64(math.Ceil(s.ttl.Seconds())))
 	if err != nil {
 		return 0, noQuorum(ctx, err)
 	}
 	s.mu.Lock()
 	s.lease = resp.ID
-	s.renewed = time.Now()
+	s.renewed = sent
 	s.mu.Unlock()
 	s.log.Info("granted this node's etcd lease", "lease", fmt.Sprintf("%x", int64(resp.ID)), "ttl", s.ttl)
 	return resp.ID, nil
 }
 
-// keepAlive renews id until the stream ends or the Store closes.
+// renewEvery is how often keepAlive renews the node's lease, and
+// renewTimeout how long one renewal may take. etcd renews a lease on its
+// leader only: a follower forwards the renewal and waits for the answer
+// up to its request timeout (5 s + two election timeouts). With
+// clientv3's KeepAlive stream one renewal stuck on a leader that hangs
+// blocks the stream that long, and every node's lease then looked older
+// than lease_ttl − lease_margin: healthy nodes destroyed their guests
+// because another node froze (found by TestFencingFrozenOwner). Short
+// single renewals, retried, reach the new leader as soon as there is one.
+func renewTiming(ttl time.Duration) (every, timeout time.Duration) {
+	every = min(max(ttl/10, 200*time.Millisecond), time.Second)
+	return every, 2 * every
+}
+
+// keepAlive renews id every renewEvery until etcd says the lease is gone
+// (expired or revoked) or the Store closes. A renewal that fails for any
+// other reason (no leader yet, no quorum) is simply tried again: the lease
+// then ages, and the LeaseKeeper acts on its age.
 func (s *Etcd) keepAlive(id clientv3.LeaseID) {
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	ch, err := s.cli.KeepAlive(ctx, id)
-	if err != nil {
-		s.sleep()
-		return
-	}
-	for resp := range ch {
-		if resp.TTL <= 0 {
-			continue
+	every, timeout := renewTiming(s.ttl)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		// The lease runs from when the leader renewed it, which is after
+		// this moment: counting from here is on the safe side.
+		sent := time.Now()
+		ctx, cancel := context.WithTimeout(s.ctx, timeout)
+		resp, err := s.cli.KeepAliveOnce(ctx, id)
+		cancel()
+		switch {
+		case err == nil && resp.TTL > 0:
+			s.mu.Lock()
+			if s.lease == id && sent.After(s.renewed) {
+				s.renewed = sent
+			}
+			s.mu.Unlock()
+		case err == nil || errors.Is(rpctypes.Error(err), rpctypes.ErrLeaseNotFound):
+			return
+		case s.ctx.Err() != nil:
+			return
+		default:
+			s.log.Debug("lease renewal failed; trying again", "lease", fmt.Sprintf("%x", int64(id)), "err", err)
 		}
-		s.mu.Lock()
-		if s.lease == id {
-			s.renewed = time.Now()
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
 		}
-		s.mu.Unlock()
 	}
 }
 

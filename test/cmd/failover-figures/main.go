@@ -38,7 +38,7 @@ var figureRE = regexp.MustCompile(`([a-z_]+_s)=([0-9]+(?:\.[0-9]+)?)`)
 
 func main() {
 	n := flag.Int("n", 3, "runs of each test")
-	run := flag.String("run", `^TestFencing(Quorum|Forced)Failover$`, "the tests to run (go test -run)")
+	run := flag.String("run", `^TestFencing(QuorumFailover|ForcedFailover|FrozenOwner)$`, "the tests to run (go test -run)")
 	pkg := flag.String("pkg", "./test/", "the package holding them")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
