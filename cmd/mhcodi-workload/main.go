@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/procfs/blockdevice"
+
 	"github.com/mhcodi/mhcodi/guestraid/workload"
 )
 
@@ -181,14 +183,66 @@ func runBench(list []string, n int64, req int) error {
 			}
 			continue
 		}
+		before, err := diskBytes()
+		if err != nil {
+			return err
+		}
 		t, err := workload.Sequential(dev, op, 0, n, req)
 		if err != nil {
 			return err
 		}
-		say("bench", t)
+		after, err := diskBytes()
+		if err != nil {
+			return err
+		}
+		say("bench", benchLine{Throughput: t, Disks: ioDelta(before, after)})
 	}
 	say("bench-done", map[string]int{"measurements": len(list)})
 	return nil
+}
+
+// benchLine is one measurement and what it moved on each virtio disk, so
+// the table can show which leg served md0's reads (a read leg that is
+// not the only one serving them costs far more than md's own overhead).
+type benchLine struct {
+	workload.Throughput
+	Disks map[string]diskIO `json:"disks"`
+}
+
+type diskIO struct {
+	ReadBytes  uint64 `json:"read_bytes"`
+	WriteBytes uint64 `json:"write_bytes"`
+	ReadIOs    uint64 `json:"read_ios"`
+	WriteIOs   uint64 `json:"write_ios"`
+}
+
+// diskBytes reads the byte counters of the guest's virtio disks.
+func diskBytes() (map[string]diskIO, error) {
+	fs, err := blockdevice.NewFS("/proc", "/sys")
+	if err != nil {
+		return nil, fmt.Errorf("disk counters: %w", err)
+	}
+	stats, err := fs.ProcDiskstats()
+	if err != nil {
+		return nil, fmt.Errorf("disk counters: %w", err)
+	}
+	m := map[string]diskIO{}
+	for _, d := range stats {
+		if strings.HasPrefix(d.DeviceName, "vd") && !strings.ContainsAny(d.DeviceName, "0123456789") {
+			// diskstats counts 512-byte sectors whatever the device's block size.
+			m[d.DeviceName] = diskIO{ReadBytes: d.ReadSectors * 512, WriteBytes: d.WriteSectors * 512, ReadIOs: d.ReadIOs, WriteIOs: d.WriteIOs}
+		}
+	}
+	return m, nil
+}
+
+func ioDelta(before, after map[string]diskIO) map[string]diskIO {
+	m := map[string]diskIO{}
+	for k, a := range after {
+		b := before[k]
+		m[k] = diskIO{ReadBytes: a.ReadBytes - b.ReadBytes, WriteBytes: a.WriteBytes - b.WriteBytes, ReadIOs: a.ReadIOs - b.ReadIOs, WriteIOs: a.WriteIOs - b.WriteIOs}
+	}
+	return m
 }
 
 // waitFor waits until path exists (md arrays appear after assembly).
@@ -209,23 +263,43 @@ func waitFor(ctx context.Context, path string, limit time.Duration) error {
 	}
 }
 
-// waitIdle waits until md's sync_action of dev is idle.
+// waitIdle waits until dev is in sync: no sync running, no resync left
+// (resync_start "none": right after creation sync_action still reads
+// idle before md's thread starts the initial resync, and reads that race
+// the resync wait at raid1's barrier) and nothing degraded, seen twice in
+// a row.
 func waitIdle(dev string, limit time.Duration) error {
 	if err := waitFor(context.Background(), dev, time.Minute); err != nil {
 		return err
 	}
-	p := filepath.Join("/sys/block", filepath.Base(dev), "md", "sync_action")
-	deadline := time.Now().Add(limit)
-	for {
-		b, err := os.ReadFile(p)
+	dir := filepath.Join("/sys/block", filepath.Base(dev), "md")
+	read := func(name string) (string, error) {
+		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
-			return fmt.Errorf("waiting for %s to be idle: %w", dev, err)
+			return "", fmt.Errorf("waiting for %s to be in sync: %w", dev, err)
 		}
-		if strings.TrimSpace(string(b)) == "idle" {
-			return nil
+		return strings.TrimSpace(string(b)), nil
+	}
+	deadline := time.Now().Add(limit)
+	calm := 0
+	for {
+		var state []string
+		for _, name := range []string{"sync_action", "resync_start", "degraded"} {
+			v, err := read(name)
+			if err != nil {
+				return err
+			}
+			state = append(state, name+"="+v)
+		}
+		if state[0] == "sync_action=idle" && state[1] == "resync_start=none" && state[2] == "degraded=0" {
+			if calm++; calm == 2 {
+				return nil
+			}
+		} else {
+			calm = 0
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%s still %s after %v", dev, strings.TrimSpace(string(b)), limit)
+			return fmt.Errorf("%s not in sync after %v: %s", dev, limit, strings.Join(state, " "))
 		}
 		time.Sleep(500 * time.Millisecond)
 	}

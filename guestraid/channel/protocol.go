@@ -55,7 +55,7 @@ const (
 	EventFlags      = "flags"    // a leg's write-mostly/failfast flags changed
 	EventLeftOut    = "left-out" // a present leg is kept out of the array (Detail says why)
 	EventError      = "error"    // an action failed (Detail)
-	EventStopped    = "stopped"  // the array was stopped (shutdown)
+	EventStopped    = "stopped"  // the array was stopped (shutdown, or by someone else: then left stopped)
 )
 
 // Leg is one leg of a disk as the host sees it.

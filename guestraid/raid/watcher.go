@@ -116,8 +116,13 @@ type Watcher struct {
 }
 
 type diskMem struct {
-	seen          bool
-	running       bool
+	seen    bool
+	running bool
+	// held: the array stopped while this watcher saw it run, so someone
+	// stopped it on purpose (md never stops an array by itself): it is not
+	// assembled again behind their back, and its legs are not touched,
+	// until it runs again.
+	held          bool
 	degraded      int
 	syncAction    string
 	checking      bool
@@ -261,12 +266,16 @@ func (w *Watcher) stepDisk(now time.Time, d DiskSpec, o DiskObs, r *StepResult) 
 	note := func(ev, leg, detail string) { w.event(r, now, d, a, Note{Event: ev, Leg: leg, Detail: detail}) }
 
 	if !a.Running {
+		if m.running {
+			m.held = true
+			note(channel.EventStopped, "", fmt.Sprintf("%s was stopped outside guestraid; it stays stopped (its legs untouched) until it is assembled again (guestraid assemble or mdadm --assemble)", d.MD))
+		}
 		m.running = false
 		anyPresent := false
 		for _, l := range o.Legs {
 			anyPresent = anyPresent || l.Dev != ""
 		}
-		if anyPresent && !now.Before(m.nextAssemble) {
+		if anyPresent && !m.held && !now.Before(m.nextAssemble) {
 			r.Actions = append(r.Actions, Action{Kind: ActAssemble, Disk: d.Name, MD: d.MD})
 		}
 		w.state(now, d, o, m, r)
@@ -274,6 +283,7 @@ func (w *Watcher) stepDisk(now time.Time, d DiskSpec, o DiskObs, r *StepResult) 
 	}
 	if !m.running {
 		m.running = true
+		m.held = false
 		m.assembleDelay = 0
 	}
 

@@ -274,6 +274,29 @@ func TestWatcherAssemblesAndBacksOff(t *testing.T) {
 	assert.Empty(t, newWatcher(host("node-a", 1)).Step(t0, []DiskObs{none}).Actions)
 }
 
+// An array stopped while the watcher saw it run was stopped by someone on
+// purpose: it is reported once and neither assembled again nor are its
+// legs added anywhere, until it runs again.
+func TestWatcherLeavesAStoppedArrayStopped(t *testing.T) {
+	w := newWatcher(host("node-a", 1))
+	w.Step(t0, []DiskObs{whole()})
+	stopped := DiskObs{Array: md.Array{Name: "md0"}, Legs: legs(out("vda", nil, 100), out("vdb", nil, 100))}
+	r := w.Step(t0.Add(time.Second), []DiskObs{stopped})
+	assert.Empty(t, r.Actions)
+	assert.Equal(t, []string{"stopped"}, words(r.Events))
+	assert.Contains(t, r.Events[0].Detail, "stays stopped")
+	for i := 2; i < 60; i++ {
+		r = w.Step(t0.Add(time.Duration(i)*time.Second), []DiskObs{stopped})
+		assert.Empty(t, r.Actions)
+		assert.Empty(t, r.Events)
+	}
+
+	// Assembled again (by the admin): watched as before, and a later stop
+	// is reported again.
+	assert.Empty(t, w.Step(t0.Add(time.Minute), []DiskObs{whole()}).Actions)
+	assert.Equal(t, []string{"stopped"}, words(w.Step(t0.Add(61*time.Second), []DiskObs{stopped}).Events))
+}
+
 func TestWatcherCheck(t *testing.T) {
 	w := newWatcher(host("node-a", 1))
 	assert.False(t, w.RequestCheck("data"))
