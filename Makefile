@@ -83,7 +83,8 @@ clean:
 	rm -rf $(BIN)
 
 # Inside a guest of the test cluster: sequential MB/s of md0 against its
-# local leg alone and its remote leg alone (a few minutes under TCG).
+# local leg alone and its remote leg alone, per request size (about a
+# minute each under TCG).
 bench-guest: deps build
 	$(GO) run ./test/cmd/bench-guest $(BENCH_GUEST_FLAGS)
 

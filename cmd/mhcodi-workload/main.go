@@ -308,7 +308,7 @@ func waitIdle(dev string, limit time.Duration) error {
 // auto does what the kernel command line asks for, so one guest image
 // serves tests, the demo and the benchmark: mhcodi.workload=write (with
 // mhcodi.workload.dev, .size, .pause), mhcodi.workload=bench (with
-// mhcodi.workload.bench=op:dev,… and .bench_size), or nothing.
+// mhcodi.workload.bench=op:dev,… and .bench_size, .bench_req), or nothing.
 func auto() error {
 	b, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
@@ -337,7 +337,11 @@ func auto() error {
 		if err != nil {
 			return err
 		}
-		return runBench(strings.Split(get("bench", "idle:/dev/md0,read:/dev/md0"), ","), n, 1<<20)
+		req, err := parseSize(get("bench_req", "1M"))
+		if err != nil {
+			return err
+		}
+		return runBench(strings.Split(get("bench", "idle:/dev/md0,read:/dev/md0"), ","), n, int(req))
 	default:
 		return fmt.Errorf("mhcodi.workload=%s: want write, bench or none", mode)
 	}
