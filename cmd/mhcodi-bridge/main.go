@@ -40,6 +40,7 @@ func run(args []string) int {
 	guest := fs.String("guest", "", "the guest whose remote legs are served (required)")
 	socketDir := fs.String("socket-dir", "", "directory for <disk>-<node>.sock and bridge.json (required)")
 	d := bridge.DefaultPolicy()
+	staleNodes := fs.String("stale-nodes", "", "comma-separated nodes whose legs the ledger marks stale: while down, their requests fail at once")
 	ioTimeout := fs.Duration("io-timeout", d.IOTimeout, "a request waits this long for an iSCSI session, then fails with EIO")
 	backoffMin := fs.Duration("backoff-min", d.BackoffMin, "first delay between failed logins")
 	backoffMax := fs.Duration("backoff-max", d.BackoffMax, "longest delay between failed logins")
@@ -77,7 +78,7 @@ func run(args []string) int {
 			BackoffMax: *backoffMax, RefusedBackoff: *refusedBackoff},
 		CmdTimeout: *cmdTimeout, LoginTimeout: *loginTimeout,
 		PingInterval: *nopInterval, PingTimeout: *nopTimeout, HeaderDigest: *headerDigest,
-		Log: log,
+		StaleNodes: splitList(*staleNodes), Log: log,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mhcodi-bridge: %v\n", err)
@@ -153,4 +154,15 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -385,6 +385,7 @@ func (s *Server) StartGuest(ctx context.Context, guest string, req api.StartRequ
 		}
 		opts = append(opts, hypervisor.WithCHAP(secrets))
 	}
+	opts = append(opts, hypervisor.WithStale(stale))
 	spec, err := hypervisor.SpecFor(s.cfg, guest, s.self, hostInfo, opts...)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", guest, err)

@@ -43,6 +43,18 @@ func nbdLegs(spec GuestSpec) []drive.Spec {
 	return out
 }
 
+// staleNodes are the nodes of the stale legs among legs, sorted, once.
+func staleNodes(legs []drive.Spec) []string {
+	var out []string
+	for _, l := range legs {
+		if l.Stale && !slices.Contains(out, l.Leg.Node) {
+			out = append(out, l.Leg.Node)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // bridgeBinary finds mhcodi-bridge: Options.Bridge, else beside this
 // program (bin/ of a checkout, /usr/sbin of a package), else in PATH.
 func (q *QEMU) bridgeBinary() (string, error) {
@@ -98,6 +110,12 @@ func (q *QEMU) startBridge(ctx context.Context, spec GuestSpec) error {
 		"--socket-dir", sockDir, "--io-timeout", timeout.String(),
 		// A guest that powers off by itself takes its bridge with it.
 		"--guest-pidfile", filepath.Join(spec.RunDir, PIDFile))
+	if stale := staleNodes(legs); len(stale) > 0 {
+		// qemu reads each disk's first sector before it daemonizes; a
+		// stale leg on a host that is down would hold the start for the
+		// whole I/O timeout.
+		argv = append(argv, "--stale-nodes", strings.Join(stale, ","))
+	}
 	logf, err := os.OpenFile(filepath.Join(spec.RunDir, BridgeLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return err

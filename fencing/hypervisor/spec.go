@@ -110,6 +110,7 @@ type specOptions struct {
 	chap      *configs.CHAPSecrets
 	noDirect  bool
 	ioTimeout time.Duration
+	stale     map[string]bool
 }
 
 // SpecOption changes what SpecFor builds.
@@ -132,6 +133,12 @@ func WithRunDir(dir string) SpecOption {
 // volume files on a file system without O_DIRECT (tmpfs).
 func WithoutDirectIO() SpecOption {
 	return func(o *specOptions) { o.noDirect = true }
+}
+
+// WithStale marks the legs on these nodes stale (the ledger's stale
+// list): the guest wipes them, so a start does not wait for them.
+func WithStale(nodes map[string]bool) SpecOption {
+	return func(o *specOptions) { o.stale = nodes }
 }
 
 // WithIOTimeout overrides hypervisor.io_timeout for remote iSCSI legs.
@@ -224,6 +231,7 @@ func SpecFor(cfg *configs.Config, guest, node string, hostInfo []byte, opts ...S
 			if err != nil {
 				return GuestSpec{}, fmt.Errorf("hypervisor: guest %s disk %s: %w", guest, d.Name, err)
 			}
+			ls.Stale = o.stale[n]
 			ds.Legs = append(ds.Legs, ls)
 		}
 		s.Disks = append(s.Disks, ds)

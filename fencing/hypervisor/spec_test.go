@@ -88,6 +88,22 @@ func TestSpecFor(t *testing.T) {
 	assert.Nil(t, s.HostInfo)
 }
 
+// The ledger's stale nodes mark their legs, and the bridge is told, so a
+// start does not wait for a leg on a host that is down.
+func TestSpecForStale(t *testing.T) {
+	cfg := loadCluster(t, nil)
+	s, err := SpecFor(cfg, "web1", "node-a", nil, WithStale(map[string]bool{"node-b": true}))
+	require.NoError(t, err)
+	for _, d := range s.Drives("vd") {
+		assert.Equal(t, d.Leg.Node == "node-b", d.Stale, d.Dev)
+	}
+	assert.Equal(t, []string{"node-b"}, staleNodes(nbdLegs(s)), "once, though two legs are on node-b")
+
+	s, err = SpecFor(cfg, "web1", "node-a", nil)
+	require.NoError(t, err)
+	assert.Empty(t, staleNodes(nbdLegs(s)))
+}
+
 func TestSpecForErrors(t *testing.T) {
 	cfg := loadCluster(t, nil)
 	_, err := SpecFor(cfg, "nope", "node-a", nil)

@@ -26,6 +26,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,7 +50,11 @@ type Options struct {
 	// LoginTimeout, PingInterval and PingTimeout go to the iSCSI client.
 	LoginTimeout, PingInterval, PingTimeout time.Duration
 	HeaderDigest                            bool
-	Log                                     *slog.Logger
+	// StaleNodes: the legs on these nodes are stale (the ledger says
+	// so); while down they fail requests at once instead of after
+	// Policy.IOTimeout (see LegConfig.Stale).
+	StaleNodes []string
+	Log        *slog.Logger
 }
 
 // LegSpec is one leg the bridge serves.
@@ -100,6 +105,11 @@ func New(opts Options) (*Bridge, error) {
 		chap = &iscsiclient.CHAP{User: user, Secret: secret}
 	}
 	b := &Bridge{opts: opts, log: opts.Log}
+	for _, n := range opts.StaleNodes {
+		if _, ok := cfg.Node(n); !ok {
+			return nil, fmt.Errorf("stale node %q is not a node of %s", n, cfg.Path)
+		}
+	}
 	for _, li := range cfg.Legs() {
 		if li.Guest != opts.Guest || li.Node == opts.Node {
 			continue
@@ -128,6 +138,7 @@ func New(opts Options) (*Bridge, error) {
 		}
 		leg := NewLeg(LegConfig{
 			Name: spec.Name, Size: int64(li.SizeBytes), Policy: opts.Policy, CmdTimeout: opts.CmdTimeout,
+			Stale: slices.Contains(opts.StaleNodes, li.Node),
 			Log: opts.Log.With("target", li.TargetIQN, "portal", spec.Portal),
 			Dial: func(ctx context.Context) (Session, error) {
 				s, err := iscsiclient.Dial(ctx, ccfg)

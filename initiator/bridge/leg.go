@@ -37,6 +37,12 @@ type LegConfig struct {
 	// export needs it before any session may be up.
 	Size   int64
 	Policy PolicyConfig
+	// Stale: the ledger marks this leg stale, so the guest will wipe it
+	// and never reads it before; a request finding it down fails at once
+	// rather than after Policy.IOTimeout (qemu reads every disk's first
+	// sector before it starts the guest, and a failover must not wait
+	// the timeout for a leg on the host that just went down).
+	Stale bool
 	// CmdTimeout bounds one command on a live session (default 30 s); a
 	// command that exceeds it ends the connection, like a SCSI command
 	// timeout followed by session recovery in open-iscsi.
@@ -203,6 +209,9 @@ func (l *Leg) stop() {
 func (l *Leg) session(ctx context.Context, waitStart time.Time, dead Session) (Session, error) {
 	l.mu.Lock()
 	deadline := l.policy.Deadline(waitStart)
+	if l.cfg.Stale {
+		deadline = waitStart
+	}
 	for {
 		if l.sess != nil && l.sess != dead {
 			s := l.sess
@@ -218,6 +227,9 @@ func (l *Leg) session(ctx context.Context, waitStart time.Time, dead Session) (S
 		l.mu.Unlock()
 		wait := time.Until(deadline)
 		if wait <= 0 {
+			if l.cfg.Stale {
+				return nil, fmt.Errorf("leg %s: stale and without an iSCSI session (%s: %s): %w", l.cfg.Name, state, reason, nbd.EIO)
+			}
 			return nil, fmt.Errorf("leg %s: no iSCSI session for %v (%s: %s): %w", l.cfg.Name, l.policy.IOTimeout(), state, reason, nbd.EIO)
 		}
 		t := time.NewTimer(wait)

@@ -69,7 +69,12 @@ func (d *dialer) fail(err error) {
 
 func startLeg(t *testing.T, d *dialer, changes *atomic.Int32) *Leg {
 	t.Helper()
-	l := NewLeg(LegConfig{Name: "root-node-a", Size: 1 << 20, Dial: d.dial,
+	return startLegWith(t, d, changes, false)
+}
+
+func startLegWith(t *testing.T, d *dialer, changes *atomic.Int32, stale bool) *Leg {
+	t.Helper()
+	l := NewLeg(LegConfig{Name: "root-node-a", Size: 1 << 20, Dial: d.dial, Stale: stale,
 		Policy:   PolicyConfig{IOTimeout: 300 * time.Millisecond, BackoffMin: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond, RefusedBackoff: 20 * time.Millisecond},
 		OnChange: func() { changes.Add(1) }})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -98,6 +103,24 @@ func TestLegWaitsThenEIO(t *testing.T) {
 	assert.Equal(t, nbd.EIO, nbd.ErrnoOf(err))
 	assert.Contains(t, err.Error(), "connection refused", "the reason travels with the error")
 	assert.InDelta(t, 300, took.Milliseconds(), 150, "waited the I/O timeout")
+}
+
+// A stale leg (the guest wipes it anyway) that is down fails requests at
+// once: a failover must not wait for the host that just went down. Once
+// up it serves like any other leg.
+func TestLegStaleFailsAtOnceWhileDown(t *testing.T) {
+	d := newDialer()
+	var changes atomic.Int32
+	l := startLegWith(t, d, &changes, true)
+	start := time.Now()
+	err := l.ReadAt(context.Background(), make([]byte, 512), 0)
+	assert.ErrorIs(t, err, nbd.EIO)
+	assert.Contains(t, err.Error(), "stale")
+	assert.Less(t, time.Since(start), 100*time.Millisecond, "did not wait the 300 ms I/O timeout")
+
+	d.up(newFake(ok))
+	waitState(t, l, StateUp)
+	require.NoError(t, l.ReadAt(context.Background(), make([]byte, 512), 0))
 }
 
 func TestLegRequestPendingUntilUp(t *testing.T) {

@@ -125,6 +125,10 @@ type Spec struct {
 	Portal netip.AddrPort `json:"portal,omitzero"`
 	// Target is the leg's target IQN.
 	Target string `json:"target,omitempty"`
+	// Stale: the ledger marks the leg stale, so the guest wipes it when
+	// it comes back and never reads it before; nothing should wait for
+	// it (the bridge fails its requests at once while it is down).
+	Stale bool `json:"stale,omitempty"`
 	// Initiator is Options.Host's initiator IQN: the name targetd's ACL
 	// and fencing know the host by.
 	Initiator string `json:"initiator,omitempty"`
