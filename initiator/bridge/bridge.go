@@ -139,7 +139,7 @@ func New(opts Options) (*Bridge, error) {
 		leg := NewLeg(LegConfig{
 			Name: spec.Name, Size: int64(li.SizeBytes), Policy: opts.Policy, CmdTimeout: opts.CmdTimeout,
 			Stale: slices.Contains(opts.StaleNodes, li.Node),
-			Log: opts.Log.With("target", li.TargetIQN, "portal", spec.Portal),
+			Log:   opts.Log.With("target", li.TargetIQN, "portal", spec.Portal),
 			Dial: func(ctx context.Context) (Session, error) {
 				s, err := iscsiclient.Dial(ctx, ccfg)
 				if err != nil {
