@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ func main() {
 	rounds := flag.Int("rounds", 5, "measurements of each kind (the median is reported)")
 	size := flag.String("size", "192M", "bytes per measurement (at most the 255 MiB of md0; short runs are noise at page-cache speed)")
 	reqs := flag.String("req", "1M,4M", "request sizes, comma-separated (K or M suffix); one guest boot each")
+	consoleDir := flag.String("console-dir", "", "if set, each guest's console goes to console-<req>.log there (the workload's JSON lines, guestraid's events)")
 	flag.Parse()
 	type result struct {
 		req    string
@@ -33,7 +35,7 @@ func main() {
 	}
 	var results []result
 	for _, req := range strings.Split(*reqs, ",") {
-		rr, wr, err := run(*rounds, *size, req)
+		rr, wr, err := run(*rounds, *size, req, *consoleDir)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench-guest:", err)
 			os.Exit(1)
@@ -49,7 +51,7 @@ func main() {
 	}
 }
 
-func run(rounds int, size, req string) (readRatio, writeRatio float64, err error) {
+func run(rounds int, size, req, consoleDir string) (readRatio, writeRatio float64, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	img, err := guesttest.BuildImage(ctx, func(string, ...any) {})
@@ -97,8 +99,10 @@ func run(rounds int, size, req string) (readRatio, writeRatio float64, err error
 		}
 		time.Sleep(time.Second)
 	}
-	if os.Getenv("BENCH_GUEST_CONSOLE") != "" {
-		_ = os.WriteFile(os.Getenv("BENCH_GUEST_CONSOLE"), []byte(g.Console()), 0o644)
+	if consoleDir != "" {
+		if err := os.WriteFile(filepath.Join(consoleDir, "console-"+req+".log"), []byte(g.Console()), 0o644); err != nil {
+			return 0, 0, fmt.Errorf("saving the console: %w", err)
+		}
 	}
 	rates := map[string][]float64{}
 	// What each disk moved during md0's measurements: md0's reads should
