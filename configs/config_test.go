@@ -3,6 +3,7 @@ package configs
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,11 @@ var brokenCases = []broken{
 	{"three legs", "        size: 50G\n        legs: [node-a, node-b]", "        size: 50G\n        legs: [node-a, node-b, node-a]", "guests[0].disks[1].legs", "has 3 legs"},
 	{"bad size", "size: 50G", "size: 50X", "guests[0].disks[1].size", `"50X" is not a size`},
 	{"size not whole MiB", "size: 50G", "size: 1000K", "guests[0].disks[1].size", "whole number of MiB"},
+	{"size without unit", "size: 50G", "size: 10", "guests[0].disks[1].size", "10 has no unit, so it would be 10 bytes: write 10G or 10M"},
+	{"quoted size without unit", "size: 50G", `size: "4096"`, "guests[0].disks[1].size", "4096 has no unit"},
+	{"memory without unit", "memory: 2G", "memory: 2048", "guests[0].memory", "2048 has no unit, so it would be 2048 bytes: write 2048G or 2048M"},
+	{"negative size", "size: 50G", "size: -5", "guests[0].disks[1].size", "-5 is not a size"},
+	{"missing disk size", "        size: 50G\n", "", "guests[0].disks[1].size", "missing: every disk needs a size"},
 	{"negative vcpus", "vcpus: 2", "vcpus: -2", "guests[0].vcpus", "out of range"},
 	{"vcpus not a number", "vcpus: 2", "vcpus: two", "guests[0].vcpus", "is not a valid whole number"},
 	{"bad address", "san_address: 192.0.2.12", "san_address: 192.0.2.300", "nodes[1].san_address", "is not an IP address"},
@@ -180,12 +186,26 @@ func TestAllErrorsAtOnce(t *testing.T) {
 	require.Error(t, err)
 	es, ok := AsErrors(err)
 	require.True(t, ok)
-	// The unknown key and the bad size stop decoding before validation, so
-	// the upper-case name is reported on the next run; both decoding errors
-	// come now, in file order.
-	require.Len(t, es, 2, err.Error())
-	assert.Equal(t, "guests[0].cpus", es[0].Key)
-	assert.Equal(t, "guests[0].disks[1].size", es[1].Key)
+	// An unknown key and a value that does not decode do not hide the
+	// rules broken elsewhere; all come at once, in file order.
+	keys := []string{}
+	for _, e := range es {
+		keys = append(keys, e.Key)
+	}
+	// Keys in the order the schema lists them; unknown keys after the
+	// known ones of their mapping.
+	assert.Equal(t, []string{
+		"nodes[1].name",
+		"guests[0].disks[0].legs[1]", // legs on the renamed node are now undefined
+		"guests[0].disks[1].size",
+		"guests[0].disks[1].legs[1]",
+		"guests[0].cpus",
+		"guests[1].preferred_node",
+		"guests[1].disks[0].legs[0]",
+	}, keys, err.Error())
+	// The size that did not decode is reported once, as it is written,
+	// not again as a size that is missing or too small.
+	assert.Equal(t, `"lots" is not a size: write a number with an optional unit K, M, G, T or P (binary, e.g. 10G, 512M)`, es[2].Rule)
 
 	text = strings.Replace(base, "  - name: node-b\n", "  - name: Node-B\n", 1)
 	text = strings.Replace(text, "vcpus: 4", "vcpus: 0", 1)
@@ -193,13 +213,65 @@ func TestAllErrorsAtOnce(t *testing.T) {
 	_, err = Load(writeConfig(t, text))
 	es, ok = AsErrors(err)
 	require.True(t, ok)
-	keys := []string{}
+	keys = keys[:0]
 	for _, e := range es {
 		keys = append(keys, e.Key)
 	}
 	assert.Contains(t, keys, "nodes[1].name")
 	assert.Contains(t, keys, "guests[1].memory")
 	assert.Contains(t, keys, "guests[0].disks[0].legs[1]", "legs on the renamed node are now undefined")
+}
+
+// An unknown key used to stop loading before the rules were checked, so a
+// file with a typo and a broken rule needed two runs to fix.
+func TestUnknownKeyAndRuleErrorsTogether(t *testing.T) {
+	base := readExample(t, "two-node.yaml")
+	text := strings.Replace(base, "    vcpus: 2\n", "    vcpus: 2\n    cpus: 2\n", 1)
+	text = strings.Replace(text, "  - name: node-b\n", "  - name: node_b\n", 1)
+	text = strings.Replace(text, "        size: 50G\n", "", 1)
+	p := writeConfig(t, text)
+	c, err := Load(p)
+	require.Error(t, err)
+	assert.Nil(t, c)
+	es, ok := AsErrors(err)
+	require.True(t, ok)
+	for _, want := range []string{
+		p + `: guests[0].cpus: unknown key "cpus" (did you mean "vcpus"?)`,
+		p + `: nodes[1].name: "node_b" `,
+		p + `: guests[0].disks[1].size: missing: every disk needs a size with a unit, e.g. 10G`,
+	} {
+		assert.Contains(t, err.Error(), want)
+	}
+	byKey := map[string]*FieldError{}
+	for _, e := range es {
+		assert.Equal(t, p, e.File)
+		byKey[e.Key] = e
+	}
+	require.Contains(t, byKey, "nodes[1].name", err.Error())
+	assert.Contains(t, byKey["nodes[1].name"].Rule, "is not a DNS label")
+	// The file's order: nodes before guests.
+	assert.Equal(t, "nodes[1].name", es[0].Key, err.Error())
+}
+
+// A bare number for a size is refused with a hint, both as a YAML number
+// and as a quoted string; an explicit unit, B included, is accepted.
+func TestSizeNeedsUnit(t *testing.T) {
+	base := readExample(t, "loopback.yaml")
+	require.Contains(t, base, "size: 256M")
+	for _, bare := range []string{"268435456", `"268435456"`, "1.5"} {
+		p := writeConfig(t, strings.Replace(base, "size: 256M", "size: "+bare, 1))
+		_, err := Load(p)
+		require.Error(t, err, bare)
+		assert.Contains(t, err.Error(), p+": guests[0].disks[0].size: ", bare)
+		assert.Contains(t, err.Error(), "has no unit", bare)
+		es, _ := AsErrors(err)
+		assert.Len(t, es, 1, "only the size is wrong: %v", err)
+	}
+	for in, want := range map[string]Size{"268435456B": 256 * MiB, "0.25G": 256 * MiB, "262144K": 256 * MiB} {
+		c, err := Load(writeConfig(t, strings.Replace(base, "size: 256M", "size: "+in, 1)))
+		require.NoError(t, err, in)
+		assert.Equal(t, want, c.Guests[0].Disks[0].Size, in)
+	}
 }
 
 func TestWitnessRules(t *testing.T) {
@@ -294,6 +366,16 @@ func TestKeyLess(t *testing.T) {
 	assert.True(t, keyLess("guests[1]", "guests[1].name"))
 	assert.False(t, keyLess("nodes[0]", "guests[5]"))
 	assert.True(t, keyLess("", "cluster.name"))
+
+	cfg := reflect.TypeFor[Config]()
+	assert.True(t, keyLessIn(cfg, "nodes[0]", "guests[5]"), "schema order, as files are written")
+	assert.True(t, keyLessIn(cfg, "cluster.name", "cluster.iqn_prefix"))
+	assert.True(t, keyLessIn(cfg, "guests[0].memory", "guests[0].disks[0].name"))
+	assert.True(t, keyLessIn(cfg, "guests[0].disks[0].size", "guests[0].disks[0].legs[1]"))
+	assert.True(t, keyLessIn(cfg, "nodes[1].storage.lvm.vg", "nodes[1].storage.file"), "through the *Storage pointer")
+	assert.True(t, keyLessIn(cfg, "guests[0].boot", "guests[0].cpus"), "unknown keys after the known ones")
+	assert.True(t, keyLessIn(cfg, "guests[2].name", "guests[10].name"))
+	assert.False(t, keyLessIn(cfg, "fencing", "cluster"))
 }
 
 func TestDuplicateDisk(t *testing.T) {

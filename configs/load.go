@@ -77,8 +77,13 @@ func Load(path string) (*Config, error) {
 	cfg := &Config{Path: path, Dir: filepath.Dir(abs)}
 	hook := viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationHook,
+		sizeHook,
 		mapstructure.TextUnmarshallerHookFunc(),
 	))
+	// The decoder goes on past a bad value (leaving that field zero) and
+	// past unknown keys, so what it decoded is validated too: every problem
+	// in the file comes at once, not one kind per run.
+	var bad []string // keys whose value did not decode
 	if err := v.UnmarshalExact(cfg, hook); err != nil {
 		de := decodeErrors(path, err, envKeys)
 		if len(errs) > 0 {
@@ -86,18 +91,71 @@ func Load(path string) (*Config, error) {
 			// decoder's "has invalid keys" only repeats them.
 			de = slices.DeleteFunc(de, func(e *FieldError) bool { return strings.HasPrefix(e.Rule, "has invalid keys") })
 		}
+		for _, e := range de {
+			bad = append(bad, e.Key)
+		}
 		errs = append(errs, de...)
-	}
-	if len(errs) > 0 {
-		sortErrors(errs)
-		return nil, errs
 	}
 
 	cfg.applyDefaults()
-	if err := cfg.validate(envKeys); err != nil {
-		return nil, err
+	if !slices.Contains(bad, "") {
+		// A decoder error without a key path leaves unknown what is left
+		// of the file, so its rules are checked on the next run.
+		if verr := cfg.validate(envKeys); verr != nil {
+			ves, _ := AsErrors(verr)
+			// A value that did not decode is zero now: its own rules would
+			// only repeat the decoding error in other words.
+			ves = slices.DeleteFunc(ves, func(e *FieldError) bool { return related(e.Key, bad) })
+			errs = append(errs, ves...)
+		}
+	}
+	if len(errs) > 0 {
+		sortErrorsIn(errs, reflect.TypeFor[Config]())
+		return nil, errs
 	}
 	return cfg, nil
+}
+
+// related reports whether key is one of keys, or inside or around one of
+// them ("guests[0].disks" and "guests[0].disks[0].size" are both related to
+// "guests[0].disks[0]").
+func related(key string, keys []string) bool {
+	within := func(inner, outer string) bool {
+		rest, ok := strings.CutPrefix(inner, outer)
+		return ok && (rest == "" || rest[0] == '.' || rest[0] == '[')
+	}
+	for _, k := range keys {
+		if within(key, k) || within(k, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// sizeHook refuses sizes without a unit. ParseSize would read a bare number
+// as bytes, and in a cluster file that is never what was meant: "size: 10"
+// is a 10-byte disk, "memory: 2048" a 2 KiB guest.
+func sizeHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeFor[Size]() {
+		return data, nil
+	}
+	var num string
+	switch d := data.(type) {
+	case int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, float32, float64:
+		num = fmt.Sprint(d)
+	case string:
+		t := strings.TrimSpace(d)
+		if t == "" || strings.Trim(t, "0123456789.") != "" {
+			return data, nil // has a unit, or is no number: ParseSize says which
+		}
+		num = t
+	default:
+		return data, nil
+	}
+	if strings.HasPrefix(num, "-") {
+		return nil, fmt.Errorf("%s is not a size: write a positive number with a unit, e.g. 10G", num)
+	}
+	return nil, fmt.Errorf("%s has no unit, so it would be %s bytes: write %sG or %sM (binary units K, M, G, T)", num, num, num, num)
 }
 
 // durationHook reads durations from strings ("10s", "1m30s") and refuses
@@ -309,13 +367,21 @@ func describe(v any) string {
 	return fmt.Sprintf("%q", fmt.Sprint(v))
 }
 
-// sortErrors orders errors as the keys appear in a file: by key path with
-// list indexes compared as numbers.
-func sortErrors(es Errors) {
-	sort.SliceStable(es, func(i, j int) bool { return keyLess(es[i].Key, es[j].Key) })
+// sortErrors orders errors by key path, with list indexes compared as
+// numbers and other keys alphabetically.
+func sortErrors(es Errors) { sortErrorsIn(es, nil) }
+
+// sortErrorsIn orders errors as the keys appear in a file written in the
+// order of the schema t (cluster, nodes, storage, guests, ...): fields in
+// the order t declares them, keys t does not know after them, list indexes
+// as numbers. Errors on the same key keep their order.
+func sortErrorsIn(es Errors, t reflect.Type) {
+	sort.SliceStable(es, func(i, j int) bool { return keyLessIn(t, es[i].Key, es[j].Key) })
 }
 
-func keyLess(a, b string) bool {
+func keyLess(a, b string) bool { return keyLessIn(nil, a, b) }
+
+func keyLessIn(t reflect.Type, a, b string) bool {
 	for a != "" && b != "" {
 		ta, ra := nextToken(a)
 		tb, rb := nextToken(b)
@@ -325,11 +391,62 @@ func keyLess(a, b string) bool {
 			if ea && eb {
 				return na < nb
 			}
+			if fa, fb := fieldRank(t, ta), fieldRank(t, tb); fa != fb {
+				return fa < fb
+			}
 			return ta < tb
 		}
+		t = childType(t, ta)
 		a, b = ra, rb
 	}
 	return a == "" && b != ""
+}
+
+// fieldRank is the position of the field named by tok (".name" or "name")
+// in struct t, or the number of fields if t has no such field; 0 if t is
+// not a struct.
+func fieldRank(t reflect.Type, tok string) int {
+	if t == nil || t.Kind() != reflect.Struct {
+		return 0
+	}
+	name := strings.TrimPrefix(tok, ".")
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).Tag.Get("mapstructure") == name {
+			return i
+		}
+	}
+	return t.NumField()
+}
+
+// childType is the type of what tok ("[1]", ".name") names inside t, or
+// nil if unknown.
+func childType(t reflect.Type, tok string) reflect.Type {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return nil
+	}
+	if _, ok := parseIndex(tok); ok {
+		if t.Kind() == reflect.Slice {
+			return t.Elem()
+		}
+		return nil
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	name := strings.TrimPrefix(tok, ".")
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).Tag.Get("mapstructure") == name {
+			ft := t.Field(i).Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			return ft
+		}
+	}
+	return nil
 }
 
 func nextToken(s string) (string, string) {

@@ -367,7 +367,9 @@ func (c *Config) validateGuests(v *validator, nodes map[string]int) {
 			d := &g.Disks[j]
 			dkey := fmt.Sprintf("%s.disks[%d]", key, j)
 			v.uniqueName(disks, key+".disks", j, "disk", d.Name, " within a guest")
-			if d.Size < minDiskSize || d.Size%sizeAlignment != 0 {
+			if d.Size == 0 {
+				v.addf(dkey+".size", "missing: every disk needs a size with a unit, e.g. 10G (binary units K, M, G, T)")
+			} else if d.Size < minDiskSize || d.Size%sizeAlignment != 0 {
 				v.addf(dkey+".size", "%s (%d bytes) must be at least %s and a whole number of MiB, so both legs have the same size on every backend", d.Size, uint64(d.Size), minDiskSize)
 			}
 			c.validateLegs(v, dkey, d.Legs, nodes)

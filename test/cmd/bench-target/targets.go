@@ -137,7 +137,7 @@ guests:
     preferred_node: %[1]s
     disks:
       - name: %[9]s
-        size: %[10]d
+        size: %[10]s
         legs: [%[1]s, %[6]s]
-`, tdNode, tdCluster, tdIQNPrefix, p.Portal, volDir, tdPeer, filepath.Join(p.Dir, "unused-"+tdPeer), tdGuest, tdDisk, size))
+`, tdNode, tdCluster, tdIQNPrefix, p.Portal, volDir, tdPeer, filepath.Join(p.Dir, "unused-"+tdPeer), tdGuest, tdDisk, configs.Size(size)))
 }
