@@ -313,3 +313,47 @@ func TestLedgerAnswerWithoutQuorum(t *testing.T) {
 	require.Len(t, lr.Records, 1, "the last records read")
 	assert.EqualValues(t, 2, lr.Records[0].Epoch)
 }
+
+// TestStopWaitsForABusyGuest: a stop that finds the guest's guard taken
+// (the monitor destroying it, or another stop) waits for it and succeeds
+// once the guest is gone, instead of failing the operation with 409
+// (issue 12: a planned failover aborted that way and left the guest
+// down); a stop that cannot wait longer says so.
+func TestStopWaitsForABusyGuest(t *testing.T) {
+	cfg := testConfig(t, false, "")
+	s, _, drv, _ := newTestServer(t, cfg, "node-a")
+	c := s.client("node-a")
+	drv.run("web")
+	require.True(t, s.acquire("web"), "the monitor takes the guard")
+
+	done := make(chan error, 1)
+	go func() { done <- c.Stop(context.Background(), "web", api.StopRequest{Timeout: time.Second}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("the stop returned while another request held the guest: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// The monitor's destroy ends and lets go.
+	require.NoError(t, drv.Destroy(context.Background(), "web"))
+	s.release("web", false)
+	select {
+	case err := <-done:
+		require.NoError(t, err, "the guest is gone: the stop has what it asked for")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stop still waits after the guard was released")
+	}
+	assert.False(t, drv.isRunning("web"))
+
+	// A stop whose caller gives up while the guard is held is refused,
+	// and says why.
+	drv.run("web")
+	require.True(t, s.acquire("web"))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := c.Stop(ctx, "web", api.StopRequest{Timeout: time.Second})
+	require.Error(t, err)
+	assert.True(t, drv.isRunning("web"), "nothing was done")
+	s.release("web", false)
+	require.NoError(t, c.Stop(context.Background(), "web", api.StopRequest{Timeout: time.Second}))
+	assert.False(t, drv.isRunning("web"))
+}

@@ -456,8 +456,8 @@ func (s *Server) stopOrDestroy(ctx context.Context, guest string, stop bool, tim
 	if s.witness {
 		return refuse(http.StatusConflict, "%s is a witness: it runs no guests", s.self)
 	}
-	if !s.acquire(guest) {
-		return refuse(http.StatusConflict, "another request for %s is in progress on %s", guest, s.self)
+	if !s.acquireWait(ctx, guest) {
+		return refuse(http.StatusConflict, "another request for %s was still in progress on %s when this one gave up: %v", guest, s.self, context.Cause(ctx))
 	}
 	defer s.release(guest, false)
 	var err error

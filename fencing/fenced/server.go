@@ -112,6 +112,8 @@ type Server struct {
 type guard struct {
 	busy bool
 	gen  uint64
+	// freed is closed when busy is cleared, for those waiting for it.
+	freed chan struct{}
 }
 
 // Incident is a guest this node destroyed on its own.
@@ -240,6 +242,42 @@ func (s *Server) release(guest string, started bool) {
 	g.busy = false
 	if started {
 		g.gen++
+	}
+	if g.freed != nil {
+		close(g.freed)
+		g.freed = nil
+	}
+}
+
+// acquireWait is acquire that waits for the guest's other request (or
+// the monitor's destroy) to finish, until ctx is done. A stop or destroy
+// takes it: whatever the other one did, the guest must not run here
+// afterwards, and a second stop of a guest being stopped is not a
+// conflict but the same wish (issue 12: the monitor's destroy made a
+// planned failover's stop fail with 409).
+func (s *Server) acquireWait(ctx context.Context, guest string) bool {
+	for {
+		s.mu.Lock()
+		g := s.guards[guest]
+		if g == nil {
+			g = &guard{}
+			s.guards[guest] = g
+		}
+		if !g.busy {
+			g.busy = true
+			s.mu.Unlock()
+			return true
+		}
+		if g.freed == nil {
+			g.freed = make(chan struct{})
+		}
+		freed := g.freed
+		s.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return false
+		}
 	}
 }
 

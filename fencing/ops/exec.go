@@ -19,12 +19,15 @@ type execution struct {
 	say     func(step, msg string)
 	records map[string]ledger.Record
 	left    []string
+	// halted are the guests this plan recorded stopped (a move stops the
+	// guest before it claims it).
+	halted map[string]bool
 }
 
 // execute performs p's steps in order and stops at the first failure,
 // saying what was changed and what was not.
 func (o *Operator) execute(ctx context.Context, p Plan, say func(step, msg string)) error {
-	x := &execution{o: o, say: say, records: map[string]ledger.Record{}}
+	x := &execution{o: o, say: say, records: map[string]ledger.Record{}, halted: map[string]bool{}}
 	for i, s := range p.Steps {
 		if err := ctx.Err(); err != nil {
 			return x.failed(p.Steps[i:], s, fmt.Errorf("the operation was cancelled before %s: %w", stepName(s), err))
@@ -98,6 +101,7 @@ func (x *execution) step(ctx context.Context, s Step) error {
 			return fmt.Errorf("record %s %s: %w", s.Guest, s.Desired, err)
 		}
 		x.records[s.Guest] = r
+		x.halted[s.Guest] = s.Desired == ledger.DesiredStopped
 		x.done("ledger", fmt.Sprintf("%s: desired %s", s.Guest, s.Desired))
 
 	case StepFence:
@@ -194,13 +198,25 @@ func (x *execution) failed(rest []Step, s Step, err error) error {
 // hint says how to finish after a failure midway.
 func (x *execution) hint(rest []Step, s Step, err error) string {
 	r, claimed := x.records[s.Guest]
-	willStart := ""
+	willStart, movingTo := "", ""
 	for _, st := range rest {
-		if st.Kind == StepStart {
+		switch {
+		case st.Kind == StepStart && st.Guest == s.Guest:
 			willStart = st.Node
+		case st.Kind == StepClaim && st.Guest == s.Guest:
+			movingTo = st.Node
 		}
 	}
+	// A move that stopped the guest before claiming it: say how to
+	// finish it or undo it with a start.
+	halted := x.halted[s.Guest] && movingTo != "" && willStart != "" // the claim is still to come
 	switch {
+	case halted && s.Kind == StepStop:
+		return fmt.Sprintf("the ledger records %s stopped (owner unchanged), but it may still run on %s: see mhcodi-fenced's log there, mhcodi guest stop %s tries again (mhcodi guest destroy %s pulls the plug); then mhcodi guest start %s --to %s finishes the move, or mhcodi guest start %s starts it where it was",
+			s.Guest, s.Node, s.Guest, s.Guest, s.Guest, movingTo, s.Guest)
+	case halted:
+		return fmt.Sprintf("%s is stopped and recorded stopped, its owner unchanged: once the cause is fixed, mhcodi guest start %s --to %s finishes the move, or mhcodi guest start %s starts it where it was",
+			s.Guest, s.Guest, movingTo, s.Guest)
 	case s.Kind == StepFork:
 		return "the ledger is as it was; see mhcodi-fenced's log on " + s.Node
 	case s.Kind == StepClaim && errors.Is(err, ledger.ErrNoQuorum):

@@ -52,24 +52,29 @@ func twoNodeFailover(t *testing.T) world {
 		records: []ledger.Record{rec("web1", "node-a", 4, running)}}
 }
 
+// TestRunFailoverOrder: a planned move stops the guest cleanly before
+// the ledger changes hands (issue 12: a claim first had the old owner's
+// monitor destroy the guest as foreign while the stop waited for it).
 func TestRunFailoverOrder(t *testing.T) {
 	env := newEnv(twoNodeFailover(t))
 	lines, err := runOp(t, env, api.OpRequest{Op: api.OpFailover, Guest: "web1"})
 	require.NoError(t, err)
 	assert.Equal(t, []string{
+		"ledger web1 owner=node-a epoch=4 desired=stopped stale=[]",
+		"stop node-a web1 timeout=1m0s",
 		"ledger web1 owner=node-b epoch=5 desired=running stale=[]",
 		"fence node-a web1 to node-b@5",
 		"fence node-b web1 to node-b@5",
-		"stop node-a web1 timeout=1m0s",
 		"start node-b web1 epoch=5 stale=[]",
 	}, env.calls.get())
 	assert.Equal(t, []string{
 		"check: node-a and node-b up; the ledger has quorum",
+		"ledger: web1: desired stopped",
+		"stop node-a: stopping web1 (ACPI power button, destroyed after 1m0s)",
+		"stop node-a: web1 stopped on node-a",
 		"ledger: web1: epoch 4 → 5, owner node-b (was node-a)",
 		"fence node-a: node-a's targetd serves web1's legs only to node-b at epoch 5",
 		"fence node-b: node-b's targetd serves web1's legs only to node-b at epoch 5",
-		"stop node-a: stopping web1 (ACPI power button, destroyed after 1m0s)",
-		"stop node-a: web1 stopped on node-a",
 		"start node-b: starting web1 at epoch 5",
 		"start node-b: web1 runs on node-b",
 		"done: web1 runs on node-b",
@@ -90,29 +95,57 @@ func TestRunFenceFailsAfterClaim(t *testing.T) {
 	require.ErrorAs(t, err, &e)
 	assert.Equal(t, "fence web1's legs on node-b: targetd: control socket: connection refused", e.Reason)
 	assert.Equal(t, []string{
+		"web1: desired stopped",
+		"web1 stopped on node-a",
 		"web1: epoch 4 → 5, owner node-b (was node-a)",
 		"node-a's targetd serves web1's legs only to node-b at epoch 5",
-	}, e.Left, "the epoch is bumped and node-a's legs are fenced")
-	assert.Equal(t, []string{"fence web1's legs on node-b", "stop web1 on node-a", "start web1 on node-b"}, e.NotDone)
+	}, e.Left, "stopped, the epoch bumped and node-a's legs fenced")
+	assert.Equal(t, []string{"fence web1's legs on node-b", "start web1 on node-b"}, e.NotDone)
 	assert.Contains(t, e.Hint, "the ledger names node-b owner at epoch 5 already")
 	assert.Contains(t, e.Hint, "mhcodi guest start web1 --to node-b")
 	for _, c := range env.calls.get() {
 		assert.NotContains(t, c, "start ", "never started after a failed fence")
-		assert.NotContains(t, c, "stop ")
 	}
 	assert.Equal(t, uint64(5), env.store.recs["web1"].Epoch)
 }
 
-func TestRunStopFailsNoStart(t *testing.T) {
+// TestRunStopFailsNoClaim: a stop that fails leaves the ledger at the old
+// owner and epoch, recorded stopped, and says how to finish or undo.
+func TestRunStopFailsNoClaim(t *testing.T) {
 	env := newEnv(twoNodeFailover(t))
 	env.fail["stop node-a"] = errors.New("qmp: timeout")
 	_, err := runOp(t, env, api.OpRequest{Op: api.OpFailover, Guest: "web1"})
 	var e *Error
 	require.ErrorAs(t, err, &e)
-	assert.Len(t, e.Left, 3)
-	assert.Equal(t, []string{"stop web1 on node-a", "start web1 on node-b"}, e.NotDone)
-	assert.Contains(t, e.Hint, "web1 may still run on node-a")
-	assert.NotContains(t, env.calls.get(), "start node-b web1 epoch=5 stale=[]")
+	assert.Equal(t, []string{"web1: desired stopped"}, e.Left)
+	assert.Equal(t, []string{"stop web1 on node-a", "claim web1 for node-b", "fence web1's legs on node-a",
+		"fence web1's legs on node-b", "start web1 on node-b"}, e.NotDone)
+	assert.Contains(t, e.Hint, "it may still run on node-a")
+	assert.Contains(t, e.Hint, "mhcodi guest start web1 --to node-b finishes the move")
+	assert.Equal(t, []string{"ledger web1 owner=node-a epoch=4 desired=stopped stale=[]"}, env.calls.get()[:1])
+	for _, c := range env.calls.get()[1:] {
+		assert.NotContains(t, c, "ledger", "no claim after a failed stop")
+		assert.NotContains(t, c, "start ")
+	}
+	r := env.store.recs["web1"]
+	assert.Equal(t, "node-a", r.Owner)
+	assert.Equal(t, uint64(4), r.Epoch)
+}
+
+// TestRunClaimFailsAfterStop: the guest is stopped and the claim fails
+// (the ledger lost quorum meanwhile): the hint names the start that
+// finishes the move and the one that undoes it.
+func TestRunClaimFailsAfterStop(t *testing.T) {
+	env := newEnv(twoNodeFailover(t))
+	env.store.failNth = map[int]error{2: errors.New("etcdserver: request timed out")}
+	_, err := runOp(t, env, api.OpRequest{Op: api.OpFailover, Guest: "web1"})
+	var e *Error
+	require.ErrorAs(t, err, &e)
+	assert.Equal(t, []string{"web1: desired stopped", "web1 stopped on node-a"}, e.Left)
+	assert.Equal(t, "claim web1 for node-b", e.NotDone[0])
+	assert.Contains(t, e.Hint, "web1 is stopped and recorded stopped")
+	assert.Contains(t, e.Hint, "mhcodi guest start web1 --to node-b finishes the move")
+	assert.Contains(t, e.Hint, "mhcodi guest start web1 starts it where it was")
 }
 
 func TestRunStartFails(t *testing.T) {

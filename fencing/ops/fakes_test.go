@@ -139,7 +139,10 @@ type fakeStore struct {
 	updateErr error
 	// meanwhile runs before an Update's fn: another node's transaction.
 	meanwhile func(r *ledger.Record)
-	calls     *calls
+	// failNth makes the nth Update (from 1) fail.
+	failNth map[int]error
+	updates int
+	calls   *calls
 }
 
 func (s *fakeStore) Get(_ context.Context, guest string) (ledger.Record, error) {
@@ -170,6 +173,10 @@ func (s *fakeStore) Update(_ context.Context, guest string, fn func(r *ledger.Re
 	defer s.mu.Unlock()
 	if s.updateErr != nil {
 		return ledger.Record{}, s.updateErr
+	}
+	s.updates++
+	if err := s.failNth[s.updates]; err != nil {
+		return ledger.Record{}, err
 	}
 	if s.quorumErr != nil {
 		return ledger.Record{}, ledger.ErrNoQuorum

@@ -258,12 +258,25 @@ func PlanFailover(f Facts, guest, to string, force bool, why string) (Plan, erro
 	if why == "" {
 		why = ifElse(force, "forced failover", "failover")
 	}
+	// Where it runs (on nodes that answer), the guest is stopped cleanly
+	// before the ledger changes hands: a claim first would have the old
+	// owner's monitor see a guest it no longer owns and destroy it, in a
+	// race with the stop (issue 12). Recording it stopped first keeps
+	// automatic failover from starting it elsewhere while it shuts down,
+	// and leaves a ledger that says what is true if the move stops
+	// halfway. The claim then needs no stop after it: nothing runs.
+	if len(running) > 0 {
+		if rec.Desired == ledger.DesiredRunning {
+			steps = append(steps, Step{Kind: StepDesired, Guest: guest, Epoch: rec.Epoch, Owner: rec.Owner,
+				Desired: ledger.DesiredStopped, Why: why + " to " + to + ": stopping"})
+		}
+		for _, n := range running {
+			steps = append(steps, Step{Kind: StepStop, Guest: guest, Node: n, Timeout: f.Cfg.Hypervisor.StopTimeout})
+		}
+	}
 	steps = append(steps, Step{Kind: StepClaim, Guest: guest, Node: to, Epoch: rec.Epoch, Owner: rec.Owner, Stale: stale,
 		Desired: desired, Why: why})
 	steps = append(steps, fenceSteps(guest, fence)...)
-	for _, n := range running {
-		steps = append(steps, Step{Kind: StepStop, Guest: guest, Node: n, Timeout: f.Cfg.Hypervisor.StopTimeout})
-	}
 	p := Plan{Done: guest + " is owned by " + to + " (stopped, as it was)"}
 	if startIt {
 		steps = append(steps, Step{Kind: StepStart, Guest: guest, Node: to})

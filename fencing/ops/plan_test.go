@@ -152,9 +152,12 @@ func TestPlanFailover(t *testing.T) {
 	onA := map[string][]string{"node-a": {"web1"}}
 	web1A := []ledger.Record{rec("web1", "node-a", 4, running)}
 	runPlanCases(t, []planCase{
-		{name: "planned: claim, fence both, stop the old, start the new", w: world{cfg: two, self: "node-b", running: onA, records: web1A},
-			req:   req("web1", "", false),
-			steps: []string{"claim web1 node-b from node-a@4 stale=[] desired=running", "fence web1 node-a", "fence web1 node-b", "stop web1 node-a", "start web1 node-b"}},
+		// Stopped cleanly before the claim: a claim first has the old
+		// owner's monitor destroy it as foreign (issue 12).
+		{name: "planned: record stopped, stop the old, claim, fence both, start the new", w: world{cfg: two, self: "node-b", running: onA, records: web1A},
+			req: req("web1", "", false),
+			steps: []string{"desired web1 stopped", "stop web1 node-a",
+				"claim web1 node-b from node-a@4 stale=[] desired=running", "fence web1 node-a", "fence web1 node-b", "start web1 node-b"}},
 		{name: "two nodes, peer unreachable, no --force", w: world{cfg: two, self: "node-b", noQuo: true, down: []string{"node-a"}, records: web1A},
 			req:  req("web1", "node-b", false),
 			err:  "node-a is unreachable and the ledger has no quorum; if node-a is really down, run again with --force",
@@ -238,7 +241,8 @@ func TestPlanNodes(t *testing.T) {
 		{name: "evacuate: the running guest moves and starts, the stopped one changes owner", w: world{cfg: two, self: "node-b", running: onA, records: both},
 			req: api.OpRequest{Op: api.OpEvacuate, Node: "node-a"},
 			steps: []string{
-				"claim web1 node-b from node-a@4 stale=[] desired=running", "fence web1 node-a", "fence web1 node-b", "stop web1 node-a", "start web1 node-b",
+				"desired web1 stopped", "stop web1 node-a",
+				"claim web1 node-b from node-a@4 stale=[] desired=running", "fence web1 node-a", "fence web1 node-b", "start web1 node-b",
 				"claim db1 node-b from node-a@2 stale=[] desired=stopped", "fence db1 node-b", "fence db1 node-a",
 			},
 			notes: []string{"db1 is stopped"}},
