@@ -27,6 +27,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/initiator/bridge"
+	"github.com/mhcodi/mhcodi/internal/cliflag"
 )
 
 func main() {
@@ -52,8 +53,8 @@ func run(args []string) int {
 	headerDigest := fs.Bool("header-digest", false, "offer CRC32C header digests")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	guestPIDFile := fs.String("guest-pidfile", "", "the guest's qemu pid file: the bridge ends once that qemu is gone (a guest that powered off by itself)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
+		return code
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/mhcodi/mhcodi/fencing/ledger"
 	"github.com/mhcodi/mhcodi/fencing/member"
 	"github.com/mhcodi/mhcodi/fencing/ops"
+	"github.com/mhcodi/mhcodi/internal/cliflag"
 	"github.com/mhcodi/mhcodi/internal/sdnotify"
 	"github.com/mhcodi/mhcodi/targetd"
 )
@@ -51,8 +52,8 @@ func run(args []string) int {
 	targetdSocket := fs.String("targetd-socket", "", "targetd's control socket (default /run/mhcodi/targetd-<node>.sock)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ip:port (default: the node's management address, port "+DefaultMetricsPort+"; \"off\" disables)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
+		return code
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/mhcodi/mhcodi/initiator"
 	"github.com/mhcodi/mhcodi/initiator/netlink"
 	"github.com/mhcodi/mhcodi/initiator/openiscsi"
+	"github.com/mhcodi/mhcodi/internal/cliflag"
 	"github.com/mhcodi/mhcodi/internal/sdnotify"
 )
 
@@ -31,12 +32,12 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("mhcodi-initiator", flag.ContinueOnError)
 	cfgPath := fs.String("config", envOr("MHCODI_CONFIG", configs.DefaultPath), "cluster file")
 	node := fs.String("node", "", "this node's name in the cluster file (required)")
-	stateDir := fs.String("state-dir", initiator.DefaultStateDir, "where initiator-<node>.json (read by `mhcodi import status`) is written")
+	stateDir := fs.String("state-dir", initiator.DefaultStateDir, "`directory` of initiator-<node>.json, the state that \"mhcodi import status\" shows")
 	interval := fs.Duration("interval", time.Second, "time between two looks at sessions and links")
 	sysRoot := fs.String("sysfs", "/sys", "where sysfs is mounted")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
+		return code
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

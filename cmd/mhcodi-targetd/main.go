@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/internal/cliflag"
 	"github.com/mhcodi/mhcodi/internal/sdnotify"
 	"github.com/mhcodi/mhcodi/targetd"
 )
@@ -45,8 +46,8 @@ func run(args []string) int {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ip:port (default: the node's management address, port 9595; \"off\" disables)")
 	var extra stringList
 	fs.Var(&extra, "allow-initiator", "also admit this initiator IQN, without CHAP (repeatable; for conformance tools)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
+		return code
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
