@@ -63,16 +63,28 @@ func (h *Host) StartFenced(ctx context.Context, extra ...string) (*Proc, error) 
 	if err := os.Remove(h.FencedSocket()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("host %s: %w", h.Name, err)
 	}
-	// Metrics off: nothing scrapes them here, and one listener fewer to
-	// wait for.
-	argv := []string{bin, "--config", h.ConfigPath(), "--node", h.Name, "--socket", h.FencedSocket(), "--metrics", "off"}
+	return h.startReady(ctx, daemonSpec{Name: FencedName, Argv: h.FencedArgv(extra...), Socket: h.FencedSocket(), Wanted: true})
+}
+
+// FencedArgv is the command line StartFenced runs inside the host: the
+// host's own cluster file, its local socket and its targetd's control
+// socket (both under RunDir, not fenced's defaults under /run/mhcodi).
+// Metrics are off: nothing scrapes them here, and one listener fewer to
+// wait for.
+func (h *Host) FencedArgv(extra ...string) []string {
+	argv := []string{h.c.Bin("mhcodi-fenced"), "--config", h.ConfigPath(), "--node", h.Name, "--socket", h.FencedSocket(), "--metrics", "off"}
 	if h.Role == configs.RoleWitness {
 		argv = append(argv, "--witness")
 	} else {
 		argv = append(argv, "--targetd-socket", h.TargetdControl())
 	}
-	argv = append(argv, extra...)
-	return h.startReady(ctx, daemonSpec{Name: FencedName, Argv: argv, Socket: h.FencedSocket(), Wanted: true})
+	return append(argv, extra...)
+}
+
+// CLIArgv is the mhcodi command line CLI runs inside the host for args.
+func (h *Host) CLIArgv(args ...string) []string {
+	argv := append([]string{h.c.Bin("mhcodi")}, args...)
+	return append(argv, "--config", h.ConfigPath(), "--node", h.Name, "--socket", h.FencedSocket())
 }
 
 // waitSocket waits until a daemon's unix socket answers GET /v1/node with
@@ -145,9 +157,7 @@ func (r CLIResult) String() string {
 // and a subcommand's flags are accepted. The error is only for a command
 // that could not run (or ctx ended); a non-zero exit is in the result.
 func (h *Host) CLI(ctx context.Context, args ...string) (CLIResult, error) {
-	argv := append([]string{h.c.Bin("mhcodi")}, args...)
-	argv = append(argv, "--config", h.ConfigPath(), "--node", h.Name, "--socket", h.FencedSocket())
-	cmd := h.Exec(ctx, argv...)
+	cmd := h.Exec(ctx, h.CLIArgv(args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// Its own process group, so a ^C of the test reaches only the test,
@@ -180,23 +190,15 @@ func (h *Host) CLI(ctx context.Context, args ...string) (CLIResult, error) {
 func (h *Host) TrackGuests() ([]*Proc, error) { return h.trackGuests(false) }
 
 func (h *Host) trackGuests(closing bool) ([]*Proc, error) {
-	files, err := filepath.Glob(filepath.Join(h.RunDir(), "*", "*.pid"))
+	found, err := guestPIDs(h.RunDir(), h.Netns)
 	if err != nil {
 		return nil, fmt.Errorf("host %s: %w", h.Name, err)
 	}
 	var out []*Proc
 	var errs []error
-	for _, f := range files {
-		pid, err := readPID(f)
-		if err != nil {
-			continue // being written or removed: the next scan sees it
-		}
-		if !h.inNetns(pid) {
-			continue
-		}
-		guest := filepath.Base(filepath.Dir(f))
-		name := guest + "-" + strings.TrimSuffix(filepath.Base(f), ".pid")
-		p, err := h.track(name, pid, closing)
+	for _, g := range found {
+		pid := g.pid
+		p, err := h.track(g.name, pid, closing)
 		if err != nil {
 			if _, _, serr := procStart(pid); serr != nil {
 				continue // exited meanwhile
@@ -221,10 +223,40 @@ func readPID(file string) (int, error) {
 	return pid, nil
 }
 
+// guestPID is a process a guest's pid file names.
+type guestPID struct {
+	name string // <guest>-<file name without .pid>: demo-qemu, demo-bridge
+	pid  int
+}
+
+// guestPIDs are the processes named by the pid files in a host's guest
+// run directories (<runDir>/<guest>/*.pid) that run in its namespace: a
+// pid file whose process is gone, or runs elsewhere (a stale file whose
+// PID was reused), is left out, as is one being written or removed.
+func guestPIDs(runDir, netns string) ([]guestPID, error) {
+	files, err := filepath.Glob(filepath.Join(runDir, "*", "*.pid"))
+	if err != nil {
+		return nil, err
+	}
+	var out []guestPID
+	for _, f := range files {
+		pid, err := readPID(f)
+		if err != nil || !pidInNetns(netns, pid) {
+			continue
+		}
+		guest := filepath.Base(filepath.Dir(f))
+		out = append(out, guestPID{name: guest + "-" + strings.TrimSuffix(filepath.Base(f), ".pid"), pid: pid})
+	}
+	return out, nil
+}
+
 // inNetns reports whether pid runs in the host's network namespace.
-func (h *Host) inNetns(pid int) bool {
+func (h *Host) inNetns(pid int) bool { return pidInNetns(h.Netns, pid) }
+
+// pidInNetns reports whether pid runs in the named network namespace.
+func pidInNetns(netns string, pid int) bool {
 	var want, got syscall.Stat_t
-	if syscall.Stat(filepath.Join("/run/netns", h.Netns), &want) != nil {
+	if syscall.Stat(filepath.Join("/run/netns", netns), &want) != nil {
 		return false
 	}
 	if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &got) != nil {

@@ -177,6 +177,18 @@ func Sweep(ctx context.Context, s *State, keep bool) error {
 	var procs []procRecord
 	for _, h := range s.Hosts {
 		procs = append(procs, h.Procs...)
+		// The guests a fenced started (qemu daemonizes, the leg bridge
+		// has its own session) are in no record unless a test tracked
+		// them; a detached `up --fenced` leaves them to this.
+		found, err := guestPIDs(h.RunDir, h.Netns)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sweep: guests of %s: %w", h.Name, err))
+		}
+		for _, g := range found {
+			if start, _, err := procStart(g.pid); err == nil {
+				procs = append(procs, procRecord{Name: g.name, PID: g.pid, Start: start})
+			}
+		}
 	}
 	for _, p := range procs {
 		if sameProcess(p.PID, p.Start) {

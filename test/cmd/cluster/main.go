@@ -2,11 +2,13 @@
 // for people (and `make demo`): the same cluster test/cluster builds for
 // end-to-end tests, with mhcodi-targetd running on every storage node.
 //
-//	go run ./test/cmd/cluster up [--nodes 2] [--witness] [--foreground]
+//	go run ./test/cmd/cluster up [--nodes 2] [--witness] [--fenced] [--foreground]
 //	go run ./test/cmd/cluster status [--prefix P]
 //	go run ./test/cmd/cluster down [--prefix P | --dir D | --all]
 //
 // `up` leaves the cluster running and exits (the daemons are detached);
+// with --fenced it starts mhcodi-fenced on every node too, and it always
+// prints the commands to run fenced and the CLI on each node;
 // its state is in <dir>/cluster.json and /run/mhcodi-test-cluster, from
 // which `down` tears it down. With --foreground it stays, and ^C or
 // SIGTERM tears the cluster down. Needs root (namespaces), and bin/ built
@@ -23,18 +25,22 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/fencing/api"
 	"github.com/mhcodi/mhcodi/test/cluster"
+	"github.com/mhcodi/mhcodi/test/guesttest"
 )
 
 const usage = `usage: cluster up|down|status [flags]   (cluster <command> -h for its flags)
 
   up      build a cluster of network namespaces and start targetd on each
-          storage node; prints where everything is
+          storage node (and mhcodi-fenced on every node with --fenced);
+          prints where everything is and what to run on each node
   status  list the registered clusters, or show one (--prefix, --dir)
   down    tear a cluster down: stop its daemons, delete its namespaces,
           remove its directory (unless --keep)
@@ -76,14 +82,35 @@ func up(args []string, out io.Writer, log *slog.Logger) error {
 	fs.StringVar(&o.Dir, "dir", "", "cluster directory (default: a new one under $TMPDIR)")
 	fs.StringVar(&o.Prefix, "prefix", "", "namespace name prefix (default: mhc + 5 random hex digits)")
 	fs.StringVar(&o.BinDir, "bin-dir", "", "where mhcodi and mhcodi-targetd are (default: the repository's bin/)")
-	fs.StringVar(&o.ImageDir, "image-dir", "", "hypervisor.image_dir of the cluster file (default: <dir>/image)")
+	fs.StringVar(&o.ImageDir, "image-dir", "", "hypervisor.image_dir of the cluster file (default: <dir>/image; with --fenced, the guest image in .cache/guest-image, built when missing)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the directory when the cluster goes down")
 	noTargetd := fs.Bool("no-targetd", false, "start no daemon")
+	fenced := fs.Bool("fenced", false, "start mhcodi-fenced on every node too, and wait for the ledger's quorum")
+	fs.Func("fencing", "a `key: value` line of the fencing section (auto_failover: true); repeatable", func(v string) error {
+		o.Fencing = append(o.Fencing, v)
+		return nil
+	})
 	foreground := fs.Bool("foreground", false, "stay until SIGINT/SIGTERM, then tear down (default: detach and exit)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	o.Detach = !*foreground
+	// Certificates always: fenced cannot run without them, and a test
+	// cluster is where a sysadmin tries fenced first.
+	o.TLS = true
+	if *fenced && *noTargetd {
+		return errors.New("--fenced needs targetd: drop --no-targetd")
+	}
+	if *fenced && o.ImageDir == "" {
+		// A cluster with fenced is for starting guests: give it the
+		// guest image (built once into .cache/guest-image, reused while
+		// no input changed).
+		img, err := guesttest.BuildImage(context.Background(), func(f string, a ...any) { log.Info(fmt.Sprintf(f, a...)) })
+		if err != nil {
+			return fmt.Errorf("the guest image for --fenced (or pass --image-dir): %w", err)
+		}
+		o.ImageDir = img.Dir
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if swept, err := cluster.SweepStale(ctx); err != nil {
@@ -105,7 +132,12 @@ func up(args []string, out io.Writer, log *slog.Logger) error {
 			}
 		}
 	}
-	printCluster(out, c)
+	if *fenced {
+		if err := startFenced(ctx, c); err != nil {
+			return errors.Join(err, c.Close())
+		}
+	}
+	printCluster(out, c, *fenced)
 	if !*foreground {
 		fmt.Fprintf(out, "\nTear it down with: scripts/test-cluster.sh down --prefix %s\n", c.Prefix())
 		return nil
@@ -116,9 +148,58 @@ func up(args []string, out io.Writer, log *slog.Logger) error {
 	select {}
 }
 
-func printCluster(out io.Writer, c *cluster.Cluster) {
+// startFenced starts fenced on every node at once (an embedded etcd
+// member waits for its peers) and waits until each says its ledger has
+// quorum.
+func startFenced(ctx context.Context, c *cluster.Cluster) error {
+	hosts := c.Hosts()
+	errs := make([]error, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = h.StartFenced(ctx)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	for _, h := range hosts {
+		for {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err := api.NewUnixClient(h.Name, h.FencedSocket()).NodeStatus(sctx)
+			cancel()
+			if err == nil && st.Quorum {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%s's fenced has no quorum in its ledger (%v %s); its log: %s", h.Name, err, st.LedgerErr, h.LogPath(cluster.FencedName))
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+// shellLine quotes argv for a shell where it needs it.
+func shellLine(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}();&|<>#~") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
+}
+
+func printCluster(out io.Writer, c *cluster.Cluster, fenced bool) {
 	fmt.Fprintf(out, "cluster %s: subnet %s, bridge in netns %s\n", c.Prefix(), c.Subnet(), c.BridgeNetns())
-	fmt.Fprintf(out, "  dir     %s\n  config  %s\n  logs    %s/logs\n\n", c.Dir(), c.ConfigPath, c.Dir())
+	fmt.Fprintf(out, "  dir     %s\n  config  %s (shared: for targetd, the initiator and reading)\n  nodes   %s/nodes/<node>.yaml (each node's own copy, for fenced and the CLI)\n  tls     %s\n  logs    %s/logs\n\n",
+		c.Dir(), c.ConfigPath, c.Dir(), c.TLSDir(), c.Dir())
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tNETNS\tADDRESS\tINITIATOR\tDAEMONS")
 	for _, h := range c.Hosts() {
@@ -133,10 +214,41 @@ func printCluster(out io.Writer, c *cluster.Cluster) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.Role, h.Netns, h.Addr, iqn, dash(strings.Join(d, ", ")))
 	}
 	_ = tw.Flush()
+	// Every node shares this machine's filesystem, so each has its own
+	// copy of the cluster file that differs only in hypervisor.run_dir
+	// and fencing.state_dir: fenced and the CLI of a node must be given
+	// that copy, its sockets and its targetd's control socket.
+	if fenced {
+		fmt.Fprintf(out, "\nmhcodi-fenced runs on every node and the ledger has quorum. The CLI, on each node:\n")
+	} else {
+		fmt.Fprintf(out, "\nTo run mhcodi-fenced (or scripts/test-cluster.sh up --fenced), on each node, then the CLI:\n")
+	}
+	for _, h := range c.Hosts() {
+		fmt.Fprintf(out, "  %s:\n", h.Name)
+		if !fenced {
+			fmt.Fprintf(out, "    ip netns exec %s %s &\n", h.Netns, shellLine(h.FencedArgv()))
+		}
+		fmt.Fprintf(out, "    ip netns exec %s %s\n", h.Netns, shellLine(h.CLIArgv("status")))
+	}
+	if storage := storageHosts(c); len(storage) > 0 {
+		a := storage[0]
+		fmt.Fprintf(out, "\nThen: ip netns exec %s %s; ip netns exec %s %s\n", a.Netns, shellLine(a.CLIArgv("guest", "create", "demo")),
+			a.Netns, shellLine(a.CLIArgv("guest", "start", "demo")))
+	}
 	if len(c.Hosts()) > 1 {
 		a, b := c.Hosts()[0], c.Hosts()[1]
 		fmt.Fprintf(out, "\nTry: ip netns exec %s iscsi-ls -i %s iscsi://%s/\n", a.Netns, a.InitiatorIQN(), b.Addr)
 	}
+}
+
+func storageHosts(c *cluster.Cluster) []*cluster.Host {
+	var out []*cluster.Host
+	for _, h := range c.Hosts() {
+		if h.Role == configs.RoleStorage {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // pick finds the state of the cluster the flags name; with neither flag,
