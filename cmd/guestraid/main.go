@@ -29,6 +29,7 @@ import (
 	"github.com/mhcodi/mhcodi/guestraid/channel"
 	"github.com/mhcodi/mhcodi/guestraid/md"
 	"github.com/mhcodi/mhcodi/guestraid/raid"
+	"github.com/mhcodi/mhcodi/internal/cliflag"
 )
 
 const usage = `usage: guestraid <command> [flags]
@@ -140,11 +141,11 @@ func daemonCmd(name string, args []string, stdout, stderr io.Writer) int {
 	poweroff := true
 	if name == "boot" {
 		fs.StringVar(&modulesFile, "modules-file", "/etc/guestraid/modules", "kernel modules to load first, one per line (if the file exists)")
-		fs.Var(&runs, "run", "a command to run once the arrays are up, as \"argv words\" split at spaces (repeatable)")
+		fs.Var(&runs, "run", "a `command` to run once the arrays are up, as \"argv words\" split at spaces (repeatable)")
 		fs.BoolVar(&poweroff, "poweroff", true, "power off at the end (false: exit, for tests)")
 	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cliflag.Parse(fs, args, stdout); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "guestraid %s: unexpected arguments %q\n", name, fs.Args())
@@ -334,8 +335,8 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	var c common
 	c.register(fs)
 	asJSON := fs.Bool("json", false, "print the state messages (a JSON array)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := cliflag.Parse(fs, args, stdout); !ok {
+		return code
 	}
 	log, err := c.logger(stderr)
 	if err != nil {

@@ -21,14 +21,19 @@ import (
 	"github.com/prometheus/procfs/blockdevice"
 
 	"github.com/mhcodi/mhcodi/guestraid/workload"
+	"github.com/mhcodi/mhcodi/internal/cliflag"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		usage()
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(os.Stdout, usage)
+		return
 	case "write":
 		err = write(os.Args[2:])
 	case "verify":
@@ -38,7 +43,8 @@ func main() {
 	case "auto":
 		err = auto()
 	default:
-		usage()
+		fmt.Fprintf(os.Stderr, "mhcodi-workload: unknown command %q\n%s", os.Args[1], usage)
+		os.Exit(2)
 	}
 	if err != nil {
 		say("error", map[string]string{"error": err.Error()})
@@ -46,9 +52,28 @@ func main() {
 	}
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: mhcodi-workload write|verify|bench|auto [flags]")
-	os.Exit(2)
+const usage = `usage: mhcodi-workload <command> [flags]
+
+commands:
+  write    write a self-checking pattern to a region until SIGTERM (or -for)
+  verify   check a region that write wrote
+  bench    measure sequential throughput: bench [flags] op:device... (op: read, write, stop, idle)
+  auto     run what the kernel command line's mhcodi.workload=... asks for
+
+run "mhcodi-workload <command> -h" for its flags
+`
+
+// newFlags is a command's flag set.
+func newFlags(cmd string) *flag.FlagSet {
+	return flag.NewFlagSet("mhcodi-workload "+cmd, flag.ContinueOnError)
+}
+
+// parse parses a command's flags; -h prints its usage on stdout and exits
+// 0, a bad flag exits 2.
+func parse(fs *flag.FlagSet, args []string) {
+	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
+		os.Exit(code)
+	}
 }
 
 // say prints one console line: "workload: <kind> <json>".
@@ -79,9 +104,7 @@ func region(fs *flag.FlagSet, args []string) (workload.Options, error) {
 	fs.StringVar(&o.Device, "dev", "/dev/md0", "block device")
 	fs.Int64Var(&o.Offset, "offset", 0, "start of the region in bytes (multiple of 4096)")
 	size := fs.String("size", "16M", "length of the region (K, M, G suffixes)")
-	if err := fs.Parse(args); err != nil {
-		return o, err
-	}
+	parse(fs, args)
 	n, err := parseSize(*size)
 	if err != nil {
 		return o, err
@@ -94,7 +117,7 @@ func region(fs *flag.FlagSet, args []string) (workload.Options, error) {
 }
 
 func write(args []string) error {
-	fs := flag.NewFlagSet("write", flag.ExitOnError)
+	fs := newFlags("write")
 	pause := fs.Duration("pause", 0, "sleep between blocks")
 	dur := fs.Duration("for", 0, "stop after this long (default: at SIGTERM)")
 	every := fs.Duration("report", 2*time.Second, "progress line interval")
@@ -131,7 +154,7 @@ func write(args []string) error {
 }
 
 func verify(args []string) error {
-	o, err := region(flag.NewFlagSet("verify", flag.ExitOnError), args)
+	o, err := region(newFlags("verify"), args)
 	if err != nil {
 		return err
 	}
@@ -149,12 +172,10 @@ func verify(args []string) error {
 // bench runs "op:device" measurements in order, e.g.
 // read:/dev/vda read:/dev/vdb write:/dev/vdb read:/dev/md0.
 func bench(args []string) error {
-	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	size := fs.String("size", "64M", "bytes per measurement")
-	req := fs.Int("req", 1<<20, "request size")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+	fs := newFlags("bench")
+	size := fs.String("size", "64M", "bytes per measurement (K, M, G suffixes)")
+	req := fs.Int("req", 1<<20, "request size in bytes")
+	parse(fs, args)
 	n, err := parseSize(*size)
 	if err != nil {
 		return err
