@@ -1,10 +1,17 @@
 # mhcodi — see README.md. Every target that needs system packages runs
 # scripts/deps.sh first, so a fresh Debian 12 machine needs nothing by hand.
 
-export PATH := /usr/local/go/bin:$(PATH)
-GO          ?= go
+# Go: the toolchain scripts/deps.sh fetched into .cache/go when this machine
+# had none new enough for go.mod (see deps.sh), else /usr/local/go's, else
+# the one on PATH. Directories that do not exist cost nothing on PATH.
 BIN         := bin
 CACHE       := .cache
+export PATH := $(CURDIR)/$(CACHE)/go/bin:/usr/local/go/bin:$(PATH)
+GO          ?= go
+# The version every binary prints with --version (scripts/version.sh: git
+# describe, or 0.0.0-<commits>-g<hash> before the first tag).
+VERSION     ?= $(shell scripts/version.sh)
+LDFLAGS     := -X github.com/mhcodi/mhcodi/internal/version.Version=$(VERSION)
 STATICCHECK := $(CACHE)/bin/staticcheck
 FUZZTIME    ?= 10s
 # Every fuzz target, as package:Target; make fuzz runs each for FUZZTIME.
@@ -29,7 +36,7 @@ deps:
 # default CPU model.
 build:
 	@mkdir -p $(BIN)
-	CGO_ENABLED=0 GOAMD64=v1 $(GO) build -trimpath -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 GOAMD64=v1 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 	CGO_ENABLED=0 GOAMD64=v1 $(GO) build -trimpath -o $(BIN)/uroot-init github.com/u-root/u-root/cmds/core/init
 
 # The guest image (kernel + u-root initramfs with guestraid and mdadm) in

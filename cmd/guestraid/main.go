@@ -30,6 +30,7 @@ import (
 	"github.com/mhcodi/mhcodi/guestraid/md"
 	"github.com/mhcodi/mhcodi/guestraid/raid"
 	"github.com/mhcodi/mhcodi/internal/cliflag"
+	"github.com/mhcodi/mhcodi/internal/version"
 )
 
 const usage = `usage: guestraid <command> [flags]
@@ -40,7 +41,7 @@ commands:
   status     print the arrays (--json: the state messages)
   boot       init of a u-root image: mounts, modules, assemble, run commands, watch, power off
 
-run "guestraid <command> -h" for its flags
+run "guestraid <command> -h" for its flags, "guestraid --version" for the version
 `
 
 func main() {
@@ -59,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCmd(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
+		return 0
+	case "-version", "--version":
+		version.Print(stdout, "guestraid")
 		return 0
 	default:
 		fmt.Fprintf(stderr, "guestraid: unknown command %q\n%s", args[0], usage)

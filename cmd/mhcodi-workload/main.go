@@ -22,6 +22,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/guestraid/workload"
 	"github.com/mhcodi/mhcodi/internal/cliflag"
+	"github.com/mhcodi/mhcodi/internal/version"
 )
 
 func main() {
@@ -33,6 +34,9 @@ func main() {
 	switch os.Args[1] {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(os.Stdout, usage)
+		return
+	case "-version", "--version":
+		version.Print(os.Stdout, "mhcodi-workload")
 		return
 	case "write":
 		err = write(os.Args[2:])
@@ -60,7 +64,7 @@ commands:
   bench    measure sequential throughput: bench [flags] op:device... (op: read, write, stop, idle)
   auto     run what the kernel command line's mhcodi.workload=... asks for
 
-run "mhcodi-workload <command> -h" for its flags
+run "mhcodi-workload <command> -h" for its flags, "mhcodi-workload --version" for the version
 `
 
 // newFlags is a command's flag set.

@@ -47,3 +47,25 @@ func TestParses(t *testing.T) {
 	assert.Equal(t, []string{"rest"}, fs.Args())
 	assert.Empty(t, stdout.String()+stderr.String())
 }
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"-version", "--version"} {
+		var stdout, stderr bytes.Buffer
+		fs := flag.NewFlagSet("tool sub", flag.ContinueOnError)
+		fs.SetOutput(&stderr)
+		code, ok := Parse(fs, []string{arg}, &stdout)
+		assert.False(t, ok, arg)
+		assert.Equal(t, 0, code, arg)
+		assert.Regexp(t, `^tool \S+ \(go[^)]*\)\n$`, stdout.String(), arg)
+		assert.Empty(t, stderr.String(), arg)
+	}
+	// A command with a -version flag of its own keeps it.
+	var stdout, stderr bytes.Buffer
+	fs := flag.NewFlagSet("tool", flag.ContinueOnError)
+	v := fs.String("version", "", "metadata version")
+	code, ok := Parse(fs, []string{"-version", "1.2"}, &stdout)
+	assert.True(t, ok)
+	assert.Equal(t, 0, code)
+	assert.Equal(t, "1.2", *v)
+	assert.Empty(t, stdout.String()+stderr.String())
+}

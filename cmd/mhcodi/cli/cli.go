@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/internal/version"
 )
 
 // Exit statuses.
@@ -66,7 +68,9 @@ fencing daemon that keeps each guest running on one host only.
 Every command reads the cluster file, the same on every node.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.String(),
 	}
+	root.SetVersionTemplate("{{.Name}} {{.Version}} (" + runtime.Version() + ")\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	defConfig := configs.DefaultPath
