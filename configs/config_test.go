@@ -385,3 +385,78 @@ func TestDuplicateDisk(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), p+`: guests[0].disks[1].name: disk name "root" is already used by guests[0].disks[0]; disk names must be unique within a guest`)
 }
+
+func TestNetworks(t *testing.T) {
+	c, err := Load("examples/two-node.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"backup", "svc"}, c.NetworkNames())
+	assert.Equal(t, "br-svc", c.BridgeFor("node-a", "svc"))
+	assert.Equal(t, "br-vlans", c.BridgeFor("node-b", "svc"), "a node's own bridge replaces the network's")
+	assert.Equal(t, "br-backup", c.BridgeFor("node-b", "backup"))
+	nics := c.NICs("web1")
+	require.Len(t, nics, 2)
+	assert.Equal(t, "svc", nics[0].Name, "a NIC is named after its network by default")
+	assert.Equal(t, 10, nics[0].VLAN)
+	assert.True(t, nics[0].Derived)
+	assert.Equal(t, map[string]string{"node-a": "br-svc", "node-b": "br-vlans"}, nics[0].Bridges)
+	assert.Equal(t, "203.0.113.10/24", nics[0].Address)
+	assert.NotEqual(t, nics[0].MAC, nics[1].MAC)
+	assert.Empty(t, c.NICs("db1"))
+	again, err := Load("examples/two-node.yaml")
+	require.NoError(t, err)
+	assert.Equal(t, nics, again.NICs("web1"), "MACs are stable")
+}
+
+func TestNetworkErrors(t *testing.T) {
+	base := readExample(t, "two-node.yaml")
+	cases := []struct {
+		name, old, new string
+		want           []string // "KEY: RULE fragment"
+	}{
+		{"unknown network", "      - network: backup\n", "      - network: bakup\n",
+			[]string{`guests[0].nics[1].network: network "bakup" is not defined in networks (defined: backup, svc)`}},
+		{"VLAN out of range", "vlan: 10}", "vlan: 4095}",
+			[]string{"networks.svc.vlan: 4095 is outside 1–4094"}},
+		{"VLAN negative", "vlan: 10}", "vlan: -1}",
+			[]string{"networks.svc.vlan: -1 is outside 1–4094"}},
+		{"two NICs with one MAC", "      - network: backup\n", "        mac: 52:54:00:00:00:01\n      - network: backup\n        mac: 52:54:00:00:00:01\n",
+			[]string{"guests[0].nics[1].mac: MAC 52:54:00:00:00:01 is also the MAC of guests[0].nics[0]"}},
+		{"multicast MAC", "      - network: backup\n", "      - network: backup\n        mac: 01:00:5e:00:00:01\n",
+			[]string{"guests[0].nics[1].mac: \"01:00:5e:00:00:01\" is a multicast address"}},
+		{"SAN bridge as a service bridge", "{bridge: br-backup}", "{bridge: br-san}",
+			[]string{`networks.backup.bridge: bridge "br-san" is node-a's SAN bridge (nodes[0].san_bridge); a service network needs a bridge of its own`}},
+		{"SAN bridge as a node's own bridge", "svc: {bridge: br-vlans}", "svc: {bridge: br-sanb}\n    san_bridge: br-sanb",
+			[]string{`nodes[1].networks.svc.bridge: bridge "br-sanb" is node-b's SAN bridge`}},
+		{"node names an unknown network", "svc: {bridge: br-vlans}", "svx: {bridge: br-vlans}",
+			[]string{`nodes[1].networks.svx: network "svx" is not defined in networks`}},
+		{"bridge name too long", "{bridge: br-backup}", "{bridge: br-backup-0123456789}",
+			[]string{`networks.backup.bridge: "br-backup-0123456789" is 20 bytes; Linux interface names have at most 15`}},
+		{"no bridge anywhere", "{bridge: br-backup}", "{vlan: 20}",
+			[]string{"networks.backup.bridge: missing: name the network's bridge here, or on every storage node (nodes[].networks.backup.bridge); node-a, node-b name none"}},
+		{"two NICs with one name", "      - network: backup\n", "      - network: svc\n",
+			[]string{`guests[0].nics[1].name: NIC name "svc" is already used by guests[0].nics[0]`}},
+		{"bad address", "address: 203.0.113.10/24", "address: 203.0.113.10",
+			[]string{`guests[0].nics[0].address: "203.0.113.10" is not an address with its prefix length`}},
+		{"unknown key in a network", "{bridge: br-backup}", "{bridge: br-backup, vlna: 3}",
+			[]string{`networks.backup.vlna: unknown key "vlna" (did you mean "vlan"?)`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			text := strings.Replace(base, tc.old, tc.new, 1)
+			require.NotEqual(t, base, text, "the case changes nothing")
+			_, err := Load(writeConfig(t, text))
+			require.Error(t, err)
+			es, ok := AsErrors(err)
+			require.True(t, ok, "%v", err)
+			var got []string
+			for _, e := range es {
+				got = append(got, e.Key+": "+e.Rule)
+				assert.True(t, strings.HasSuffix(e.File, "cluster.yaml"), e.Error())
+			}
+			require.Len(t, got, len(tc.want), strings.Join(got, "\n"))
+			for i, w := range tc.want {
+				assert.Contains(t, got[i], w)
+			}
+		})
+	}
+}

@@ -97,6 +97,7 @@ func Load(path string) (*Config, error) {
 		errs = append(errs, de...)
 	}
 
+	refillMaps(raw, cfg, hook)
 	cfg.applyDefaults()
 	if !slices.Contains(bad, "") {
 		// A decoder error without a key path leaves unknown what is left
@@ -114,6 +115,55 @@ func Load(path string) (*Config, error) {
 		return nil, errs
 	}
 	return cfg, nil
+}
+
+// refillMaps decodes again, leniently, the entries of named sections
+// (networks, and each node's networks) that the strict decoder dropped for
+// an unknown key inside them: the unknown key is reported already, and the
+// entry's other keys are still to be checked (and a NIC on that network is
+// not on an unknown one).
+func refillMaps(raw map[string]any, cfg *Config, hook viper.DecoderConfigOption) {
+	dc := &mapstructure.DecoderConfig{}
+	hook(dc)
+	lenient := func(in any, out any) {
+		d := *dc
+		d.Result = out
+		if dec, err := mapstructure.NewDecoder(&d); err == nil {
+			_ = dec.Decode(in)
+		}
+	}
+	if m, ok := raw["networks"].(map[string]any); ok {
+		for k, e := range m {
+			if _, ok := cfg.Networks[k]; ok {
+				continue
+			}
+			var nw Network
+			lenient(e, &nw)
+			if cfg.Networks == nil {
+				cfg.Networks = map[string]Network{}
+			}
+			cfg.Networks[k] = nw
+		}
+	}
+	nodes, _ := raw["nodes"].([]any)
+	for i, n := range nodes {
+		nm, _ := n.(map[string]any)
+		m, ok := nm["networks"].(map[string]any)
+		if !ok || i >= len(cfg.Nodes) {
+			continue
+		}
+		for k, e := range m {
+			if _, ok := cfg.Nodes[i].Networks[k]; ok {
+				continue
+			}
+			var nn NodeNetwork
+			lenient(e, &nn)
+			if cfg.Nodes[i].Networks == nil {
+				cfg.Nodes[i].Networks = map[string]NodeNetwork{}
+			}
+			cfg.Nodes[i].Networks[k] = nn
+		}
+	}
 }
 
 // related reports whether key is one of keys, or inside or around one of
@@ -251,6 +301,19 @@ func unknownKeys(data any, t reflect.Type, path string) []keyError {
 				continue
 			}
 			out = append(out, unknownKeys(m[k], ft, join(path, k))...)
+		}
+	case reflect.Map:
+		// A map of named sections (networks): its keys are names, not
+		// schema keys; what is inside each is checked.
+		if m, ok := data.(map[string]any); ok && t.Key().Kind() == reflect.String {
+			keys := make([]string, 0, len(m))
+			for k := range m {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				out = append(out, unknownKeys(m[k], t.Elem(), join(path, k))...)
+			}
 		}
 	case reflect.Slice:
 		if l, ok := data.([]any); ok {
@@ -432,6 +495,9 @@ func childType(t reflect.Type, tok string) reflect.Type {
 			return t.Elem()
 		}
 		return nil
+	}
+	if t.Kind() == reflect.Map {
+		return t.Elem()
 	}
 	if t.Kind() != reflect.Struct {
 		return nil

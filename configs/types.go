@@ -44,12 +44,14 @@ type Config struct {
 	Path string `mapstructure:"-" json:"path"`
 	Dir  string `mapstructure:"-" json:"-"`
 
-	Cluster  ClusterInfo `mapstructure:"cluster" json:"cluster"`
-	Nodes    []Node      `mapstructure:"nodes" json:"nodes"`
-	Storage  Storage     `mapstructure:"storage" json:"storage"`
-	Guests   []Guest     `mapstructure:"guests" json:"guests"`
-	Security Security    `mapstructure:"security" json:"security"`
-	Timeouts Timeouts    `mapstructure:"timeouts" json:"timeouts"`
+	Cluster ClusterInfo `mapstructure:"cluster" json:"cluster"`
+	Nodes   []Node      `mapstructure:"nodes" json:"nodes"`
+	Storage Storage     `mapstructure:"storage" json:"storage"`
+	// Networks are the service networks guests' NICs join, by name.
+	Networks map[string]Network `mapstructure:"networks" json:"networks,omitempty"`
+	Guests   []Guest            `mapstructure:"guests" json:"guests"`
+	Security Security           `mapstructure:"security" json:"security"`
+	Timeouts Timeouts           `mapstructure:"timeouts" json:"timeouts"`
 	// Hypervisor says how the storage nodes run guests.
 	Hypervisor Hypervisor `mapstructure:"hypervisor" json:"hypervisor"`
 	// Initiator says how a node reaches the legs that live on other nodes.
@@ -104,6 +106,47 @@ type Node struct {
 	// Storage, when set, replaces the cluster's storage section for this
 	// node (a different VG name, a different directory).
 	Storage *Storage `mapstructure:"storage" json:"storage,omitempty"`
+	// SANBridge is the bridge that carries this node's SAN address, if
+	// it is on one: no service network may use it, so guests never share
+	// a segment with the iSCSI traffic.
+	SANBridge string `mapstructure:"san_bridge" json:"san_bridge,omitempty"`
+	// Networks, when set, replace a service network's bridge on this node
+	// (the VLAN stays the network's).
+	Networks map[string]NodeNetwork `mapstructure:"networks" json:"networks,omitempty"`
+}
+
+// Network is a service network: a Linux bridge on every storage node,
+// optionally with a VLAN that guests' ports are put in (bridge VLAN
+// filtering: the port's PVID, untagged towards the guest).
+type Network struct {
+	// Bridge is the bridge's name on every node that does not name its
+	// own (nodes[].networks.<name>.bridge).
+	Bridge string `mapstructure:"bridge" json:"bridge,omitempty"`
+	// VLAN is the 802.1Q VLAN ID (1–4094) of the guests' ports; 0 or left
+	// out: untagged, no VLAN filtering asked of the bridge.
+	VLAN int `mapstructure:"vlan" json:"vlan,omitempty"`
+}
+
+// NodeNetwork is one node's own bridge of a service network.
+type NodeNetwork struct {
+	Bridge string `mapstructure:"bridge" json:"bridge"`
+}
+
+// NIC is a guest's network interface on a service network. Its MAC is
+// derived from the cluster, guest and NIC names (naming.MAC), so it is the
+// same on every host unless MAC overrides it.
+type NIC struct {
+	// Name tells a guest's NICs apart; default: the network's name. It is
+	// part of the derived MAC.
+	Name    string `mapstructure:"name" json:"name"`
+	Network string `mapstructure:"network" json:"network"`
+	// MAC overrides the derived address (a unicast MAC, e.g. to keep the
+	// one a guest had before it came to mhcodi).
+	MAC string `mapstructure:"mac" json:"mac,omitempty"`
+	// Address is an optional static address with its prefix length
+	// (192.0.2.10/24), handed to the guest in its host info; left out,
+	// the guest configures the NIC itself (DHCP).
+	Address string `mapstructure:"address" json:"address,omitempty"`
 }
 
 // Storage says where a node keeps its legs.
@@ -131,6 +174,9 @@ type Guest struct {
 	Memory        Size   `mapstructure:"memory" json:"memory"`
 	PreferredNode string `mapstructure:"preferred_node" json:"preferred_node"`
 	Disks         []Disk `mapstructure:"disks" json:"disks"`
+	// NICs are the guest's network interfaces, in the order the guest
+	// sees them; none: the guest has no network.
+	NICs []NIC `mapstructure:"nics" json:"nics,omitempty"`
 	// Boot is the kernel the hypervisor boots directly; left out, the
 	// guest boots the image that `mhcodi image build` wrote to
 	// hypervisor.image_dir.

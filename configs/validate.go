@@ -96,6 +96,7 @@ func (c *Config) validate(env map[string]string) error {
 	nodes := c.validateNodes(v)
 	c.Storage.validate(v, "storage", c.Dir, c.needsClusterStorage())
 	c.checkSharedDirs(v)
+	c.validateNetworks(v)
 	c.validateGuests(v, nodes)
 
 	if c.Security.CHAPSecrets != "" {
@@ -349,6 +350,8 @@ func (c *Config) checkSharedDirs(v *validator) {
 func (c *Config) validateGuests(v *validator, nodes map[string]int) {
 	guests := map[string]int{}
 	volumes := map[string]string{} // volume name -> key of the disk that has it
+	macs := map[string]string{}    // NIC MAC -> key of the NIC that has it
+	addrs := map[string]string{}   // NIC address -> key of the NIC that has it
 	for i := range c.Guests {
 		g := &c.Guests[i]
 		key := fmt.Sprintf("guests[%d]", i)
@@ -391,6 +394,7 @@ func (c *Config) validateGuests(v *validator, nodes map[string]int) {
 			}
 		}
 		c.validatePreferred(v, key, g, nodes)
+		c.validateNICs(v, key, g, macs, addrs)
 	}
 }
 

@@ -126,3 +126,20 @@ func FuzzLegNames(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMAC: whatever the names, the MAC is six bytes, unicast and locally
+// administered, and ValidMAC accepts it.
+func FuzzMAC(f *testing.F) {
+	for _, s := range [][3]string{{"prod", "web1", "svc"}, {"", "", ""}, {"a", "b", "c\x00"}} {
+		f.Add(s[0], s[1], s[2])
+	}
+	f.Fuzz(func(t *testing.T, cluster, guest, nic string) {
+		m := MAC(cluster, guest, nic)
+		if len(m) != 6 || m[0]&0x01 != 0 || m[0]&0x02 == 0 {
+			t.Fatalf("MAC(%q, %q, %q) = %s: not locally administered unicast", cluster, guest, nic, m)
+		}
+		if _, err := ValidMAC(m.String()); err != nil {
+			t.Fatalf("MAC(%q, %q, %q) = %s: %v", cluster, guest, nic, m, err)
+		}
+	})
+}

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"path"
 	"regexp"
 	"strings"
@@ -281,3 +282,59 @@ func ParseWWN(s string) (uint64, error) {
 	}
 	return w, nil
 }
+
+// MAC is the Ethernet address of a guest's NIC: six bytes of a hash of
+// cluster, guest and NIC name, with the locally administered bit set and
+// the multicast bit clear. It is the same on every host, so a guest keeps
+// its MAC (and with it its DHCP lease and its neighbours' ARP entries)
+// across a failover.
+func MAC(cluster, guest, nic string) net.HardwareAddr {
+	h := sha256.Sum256([]byte("mhcodi\x00mac\x00" + cluster + "\x00" + guest + "\x00" + nic))
+	m := net.HardwareAddr(h[:6:6])
+	m[0] = m[0]&^0x01 | 0x02
+	return m
+}
+
+// ValidMAC reports why s is not a unicast Ethernet address a guest's NIC
+// may have ("52:54:00:12:34:56"), or nil. It returns the parsed address.
+func ValidMAC(s string) (net.HardwareAddr, error) {
+	m, err := net.ParseMAC(s)
+	if err != nil || len(m) != 6 {
+		return nil, fmt.Errorf("%q is not an Ethernet address (six hex bytes, e.g. 52:54:00:12:34:56)", s)
+	}
+	if m[0]&0x01 != 0 {
+		return nil, fmt.Errorf("%q is a multicast address (the first byte is odd); a NIC needs a unicast one", s)
+	}
+	if m.String() == "00:00:00:00:00:00" {
+		return nil, fmt.Errorf("%q is the zero address", s)
+	}
+	return m, nil
+}
+
+// ValidIfName reports why s cannot name a Linux network interface (a
+// bridge or a tap), or nil: 1 to 15 bytes, no '/', ':' or white space, not
+// "." or "..".
+func ValidIfName(s string) error {
+	switch {
+	case s == "":
+		return errors.New("must not be empty")
+	case len(s) > 15:
+		return fmt.Errorf("%q is %d bytes; Linux interface names have at most 15", s, len(s))
+	case s == "." || s == "..":
+		return fmt.Errorf("%q is not an interface name", s)
+	case strings.ContainsAny(s, "/: \t\n\r\x00"):
+		return fmt.Errorf("%q holds '/', ':' or white space, which interface names may not", s)
+	}
+	return nil
+}
+
+// TapName is the host's tap device of a guest's NIC: "mt" and 12 hex
+// digits of a hash of guest and NIC name, 14 bytes whatever the names'
+// lengths (Linux allows 15). The prefix marks mhcodi's taps.
+func TapName(guest, nic string) string {
+	h := sha256.Sum256([]byte("mhcodi\x00tap\x00" + guest + "\x00" + nic))
+	return TapPrefix + hex.EncodeToString(h[:6])
+}
+
+// TapPrefix starts every tap device mhcodi makes.
+const TapPrefix = "mt"

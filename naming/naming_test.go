@@ -1,6 +1,7 @@
 package naming
 
 import (
+	"net"
 	"strings"
 	"testing"
 
@@ -161,5 +162,43 @@ func TestWWN(t *testing.T) {
 	for _, bad := range []string{"", "0x123", "0x6001405abcdef012", "0xzz01405abcdef012"} {
 		_, err := ParseWWN(bad)
 		assert.Error(t, err, bad)
+	}
+}
+
+func TestMAC(t *testing.T) {
+	m := MAC("prod", "web1", "svc")
+	if m.String() != MAC("prod", "web1", "svc").String() {
+		t.Fatal("MAC is not stable")
+	}
+	if len(m) != 6 || m[0]&0x02 == 0 || m[0]&0x01 != 0 {
+		t.Fatalf("MAC %s is not locally administered unicast", m)
+	}
+	for _, other := range []net.HardwareAddr{MAC("prod", "web1", "svc2"), MAC("prod", "web2", "svc"), MAC("test", "web1", "svc"), MAC("prod", "web1s", "vc")} {
+		if other.String() == m.String() {
+			t.Fatalf("MAC %s repeats for other names", m)
+		}
+	}
+	if _, err := ValidMAC(m.String()); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"01:00:5e:00:00:01", "00:00:00:00:00:00", "52:54:00:12:34", "zz:54:00:12:34:56", "52:54:00:12:34:56:78:9a"} {
+		if _, err := ValidMAC(bad); err == nil {
+			t.Errorf("ValidMAC(%q) = nil", bad)
+		}
+	}
+}
+
+func TestTapName(t *testing.T) {
+	n := TapName("a-very-long-guest-name-of-31-ch", "a-very-long-nic-name-too")
+	if err := ValidIfName(n); err != nil || !strings.HasPrefix(n, TapPrefix) {
+		t.Fatalf("TapName = %q: %v", n, err)
+	}
+	if TapName("web1", "svc") == TapName("web1", "svc2") {
+		t.Fatal("two NICs share a tap name")
+	}
+	for _, bad := range []string{"", "a-name-of-16-byt", "br/0", "br:0", "br 0", "."} {
+		if ValidIfName(bad) == nil {
+			t.Errorf("ValidIfName(%q) = nil", bad)
+		}
 	}
 }

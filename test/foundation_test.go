@@ -140,6 +140,11 @@ func TestConfigCheckBrokenBinary(t *testing.T) {
 		{"upper-case", "  name: prod ", "  name: Prod ", `cluster.name: "Prod" has upper-case letters`},
 		{"over-long", "      - name: data\n", "      - name: " + strings.Repeat("data", 8) + "\n", `guests[0].disks[1].name: "` + strings.Repeat("data", 8) + `" is 32 characters, the limit is 31`},
 		{"two legs on one node", "legs: [node-b, node-a]", "legs: [node-a, node-a]", `guests[1].disks[0].legs[1]: node "node-a" already holds legs[0] of this disk`},
+		// Issue 15's broken networks and NICs.
+		{"unknown network", "      - network: backup\n", "      - network: bakup\n", `guests[0].nics[1].network: network "bakup" is not defined in networks (defined: backup, svc)`},
+		{"VLAN out of range", "vlan: 10}", "vlan: 4095}", `networks.svc.vlan: 4095 is outside 1–4094`},
+		{"two NICs with one MAC", "      - network: backup\n", "        mac: 52:54:00:00:00:01\n      - network: backup\n        mac: 52:54:00:00:00:01\n", `guests[0].nics[1].mac: MAC 52:54:00:00:00:01 is also the MAC of guests[0].nics[0]`},
+		{"SAN bridge as a service bridge", "{bridge: br-backup}", "{bridge: br-san}", `networks.backup.bridge: bridge "br-san" is node-a's SAN bridge (nodes[0].san_bridge); a service network needs a bridge of its own`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Contains(t, string(base), tc.old)

@@ -27,11 +27,14 @@ func TestConfigCheckTable(t *testing.T) {
 	require.Equal(t, ExitOK, code, errs)
 	assert.Contains(t, out, "valid. Cluster prod: 2 storage node(s), 0 witness(es), 2 guest(s), 3 disk(s), 6 leg(s).")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	require.Len(t, lines, 2+1+6, out) // summary, blank, header, 6 legs
+	require.Len(t, lines, 2+1+6+1+1+2, out) // summary, blank, header, 6 legs, blank, header, 2 NICs
 	assert.Regexp(t, `^GUEST\s+DISK\s+NODE\s+SIZE\s+VOLUME\s+TARGET IQN\s+PATH\s+SERIAL\s+WWN$`, lines[2])
 	l := naming.Leg{Cluster: "prod", Guest: "web1", Disk: "root", Node: "node-b"}
 	assert.Regexp(t, `^web1\s+root\s+node-b\s+10G\s+/dev/vg0/mhc-web1-root\s+iqn\.2026-11\.org\.example:prod\.node-b\.web1\.root\s+/dev/mhcodi/web1/root/node-b\s+`+
 		naming.Serial(l)+`\s+`+naming.FormatWWN(naming.WWN(l))+`$`, lines[4])
+	assert.Regexp(t, `^GUEST\s+NIC\s+NETWORK\s+VLAN\s+MAC\s+ADDRESS\s+TAP\s+BRIDGES$`, lines[10])
+	assert.Regexp(t, `^web1\s+svc\s+svc\s+10\s+`+naming.MAC("prod", "web1", "svc").String()+`\s+203\.0\.113\.10/24\s+`+
+		naming.TapName("web1", "svc")+`\s+node-a:br-svc node-b:br-vlans$`, lines[11])
 }
 
 func TestConfigCheckJSON(t *testing.T) {

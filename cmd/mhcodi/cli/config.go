@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -25,7 +26,9 @@ func newConfigCmd(g *globals) *cobra.Command {
 		Long: `Validates the cluster file and prints one row per disk leg: guest, disk, the
 node that keeps it, where it lives there (LV or file), its iSCSI target IQN,
 its /dev/mhcodi path (the same on every node), and the serial and WWN a
-guest and the SCSI layer see. Exits 1 and lists every problem, each with the
+guest and the SCSI layer see; then one row per guest NIC: its network, VLAN,
+MAC (derived from cluster, guest and NIC name, the same on every node),
+address, host tap device and each node's bridge. Exits 1 and lists every problem, each with the
 file, the key path and the rule, when the file is not valid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -45,6 +48,7 @@ type checkReport struct {
 	Cluster *configs.ClusterInfo `json:"cluster,omitempty"`
 	Nodes   []checkNode          `json:"nodes,omitempty"`
 	Legs    []configs.LegInfo    `json:"legs,omitempty"`
+	NICs    []configs.NICInfo    `json:"nics,omitempty"`
 }
 
 type checkError struct {
@@ -90,7 +94,7 @@ func runConfigCheck(out io.Writer, path string, asJSON bool) error {
 	}
 	legs := cfg.Legs()
 	if asJSON {
-		r := checkReport{File: cfg.Path, Valid: true, Cluster: &cfg.Cluster, Legs: legs}
+		r := checkReport{File: cfg.Path, Valid: true, Cluster: &cfg.Cluster, Legs: legs, NICs: cfg.NICs("")}
 		for _, n := range cfg.Nodes {
 			cn := checkNode{Name: n.Name, Role: n.Role, MgmtAddress: n.MgmtAddress.AddrPort(configs.DefaultMgmtPort).String()}
 			if n.Role == configs.RoleStorage {
@@ -121,6 +125,35 @@ func runConfigCheck(out io.Writer, path string, asJSON bool) error {
 	for _, l := range legs {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			l.Guest, l.Disk, l.Node, l.Size, l.Location, l.TargetIQN, l.DevPath, l.Serial, l.WWN)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	nics := cfg.NICs("")
+	if len(nics) == 0 {
+		return nil
+	}
+	fmt.Fprintln(out)
+	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "GUEST\tNIC\tNETWORK\tVLAN\tMAC\tADDRESS\tTAP\tBRIDGES")
+	for _, n := range nics {
+		vlan, mac, addr := "-", n.MAC, n.Address
+		if n.VLAN != 0 {
+			vlan = fmt.Sprint(n.VLAN)
+		}
+		if !n.Derived {
+			mac += " (set)"
+		}
+		if addr == "" {
+			addr = "-"
+		}
+		var br []string
+		for _, node := range cfg.Nodes {
+			if b, ok := n.Bridges[node.Name]; ok {
+				br = append(br, node.Name+":"+b)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Guest, n.Name, n.Network, vlan, mac, addr, n.Tap, strings.Join(br, " "))
 	}
 	return tw.Flush()
 }
