@@ -83,20 +83,36 @@ type Fencing struct {
 
 // Etcd locates the ledger.
 type Etcd struct {
-	Endpoints  []string `mapstructure:"endpoints" json:"endpoints,omitempty"`
-	ClientPort uint16   `mapstructure:"client_port" json:"client_port"`
-	PeerPort   uint16   `mapstructure:"peer_port" json:"peer_port"`
+	// Endpoints are the client URLs (https://...) of an external etcd
+	// cluster to keep the ledger in; left out, every node runs an
+	// embedded member.
+	Endpoints []string `mapstructure:"endpoints" json:"endpoints,omitempty"`
+	// ClientPort is the embedded members' client port on the management
+	// addresses.
+	ClientPort uint16 `mapstructure:"client_port" json:"client_port"`
+	// PeerPort is the embedded members' peer port on the management
+	// addresses.
+	PeerPort uint16 `mapstructure:"peer_port" json:"peer_port"`
 }
 
 // ClusterInfo names the cluster; both parts go into every IQN.
 type ClusterInfo struct {
-	Name      string `mapstructure:"name" json:"name"`
+	// Name is the cluster's name, a DNS label; it is part of every IQN,
+	// serial and WWN, so two clusters on one SAN never mix their legs.
+	Name string `mapstructure:"name" json:"name"`
+	// IQNPrefix starts every target and initiator IQN:
+	// iqn.<yyyy-mm>.<reversed domain you own>, e.g. iqn.2026-11.org.example.
 	IQNPrefix string `mapstructure:"iqn_prefix" json:"iqn_prefix"`
 }
 
 // Node is one host of the cluster.
 type Node struct {
+	// Name is the node's name, a DNS label unique in the cluster: what
+	// --node and the units' instance names (mhcodi-targetd@<name>) say.
 	Name string `mapstructure:"name" json:"name"`
+	// Role is "storage" (holds legs, runs guests, votes in the ledger) or
+	// "witness" (votes only: the third voter of two storage nodes; no SAN
+	// address, no storage).
 	Role string `mapstructure:"role" json:"role"`
 	// SANAddress is where this node's targetd listens and other nodes'
 	// initiators connect; storage nodes only.
@@ -151,29 +167,46 @@ type NIC struct {
 
 // Storage says where a node keeps its legs.
 type Storage struct {
-	Backend string      `mapstructure:"backend" json:"backend"`
-	LVM     LVMStorage  `mapstructure:"lvm" json:"lvm"`
-	File    FileStorage `mapstructure:"file" json:"file"`
+	// Backend is "lvm" (legs are logical volumes of lvm.vg) or "file"
+	// (sparse files in file.dir).
+	Backend string `mapstructure:"backend" json:"backend"`
+	// LVM says where the lvm backend keeps legs.
+	LVM LVMStorage `mapstructure:"lvm" json:"lvm"`
+	// File says where the file backend keeps legs.
+	File FileStorage `mapstructure:"file" json:"file"`
 }
 
 // LVMStorage keeps legs as logical volumes of one volume group.
 type LVMStorage struct {
-	VG      string `mapstructure:"vg" json:"vg"`
-	Stripes int    `mapstructure:"stripes" json:"stripes"` // lvcreate -i
+	// VG is the volume group that holds the legs, as
+	// /dev/<vg>/mhc-<guest>-<disk>.
+	VG string `mapstructure:"vg" json:"vg"`
+	// Stripes is lvcreate -i: more than 1 stripes each leg over that many
+	// physical volumes of the VG.
+	Stripes int `mapstructure:"stripes" json:"stripes"`
 }
 
 // FileStorage keeps legs as sparse files in one directory.
 type FileStorage struct {
+	// Dir is the directory of the leg files, mhc-<guest>-<disk>; relative
+	// to the cluster file's directory unless absolute.
 	Dir string `mapstructure:"dir" json:"dir"`
 }
 
 // Guest is one virtual machine and its mirrored disks.
 type Guest struct {
-	Name          string `mapstructure:"name" json:"name"`
-	VCPUs         int    `mapstructure:"vcpus" json:"vcpus"`
-	Memory        Size   `mapstructure:"memory" json:"memory"`
+	// Name is the guest's name, a DNS label unique in the cluster.
+	Name string `mapstructure:"name" json:"name"`
+	// VCPUs is the number of virtual CPUs.
+	VCPUs int `mapstructure:"vcpus" json:"vcpus"`
+	// Memory is the guest's memory, e.g. 2G.
+	Memory Size `mapstructure:"memory" json:"memory"`
+	// PreferredNode is where the guest starts when no node is named; it
+	// must hold a leg of every disk of the guest, so reads stay local.
+	// Left out: the node of the first disk's first leg.
 	PreferredNode string `mapstructure:"preferred_node" json:"preferred_node"`
-	Disks         []Disk `mapstructure:"disks" json:"disks"`
+	// Disks are the guest's disks, each mirrored across two nodes.
+	Disks []Disk `mapstructure:"disks" json:"disks"`
 	// NICs are the guest's network interfaces, in the order the guest
 	// sees them; none: the guest has no network.
 	NICs []NIC `mapstructure:"nics" json:"nics,omitempty"`
@@ -187,9 +220,13 @@ type Guest struct {
 // kernel/ramdisk/extra). Relative paths are resolved against the file's
 // directory.
 type Boot struct {
-	Kernel    string `mapstructure:"kernel" json:"kernel,omitempty"`
+	// Kernel is the kernel image the guest boots.
+	Kernel string `mapstructure:"kernel" json:"kernel,omitempty"`
+	// Initramfs is its initramfs (with guestraid, e.g. the
+	// initramfs-tools hook of the mhcodi-guest package).
 	Initramfs string `mapstructure:"initramfs" json:"initramfs,omitempty"`
-	Cmdline   string `mapstructure:"cmdline" json:"cmdline,omitempty"`
+	// Cmdline is the kernel command line.
+	Cmdline string `mapstructure:"cmdline" json:"cmdline,omitempty"`
 }
 
 // Hypervisor drivers and accelerators.
@@ -254,6 +291,10 @@ const (
 
 // Initiator is how a node reaches the legs on other nodes.
 type Initiator struct {
+	// Backend is "qemu" (nothing imported into the host kernel: qemu
+	// reaches remote legs itself, see hypervisor.remote_legs),
+	// "open-iscsi" (iscsiadm and iscsid, with CHAP) or "netlink" (the
+	// kernel's iSCSI netlink interface, no iscsid, no CHAP).
 	Backend string `mapstructure:"backend" json:"backend"`
 	// LinkDir is where /dev/mhcodi/<guest>/<disk>/<node> links live.
 	LinkDir string `mapstructure:"link_dir" json:"link_dir"`
@@ -262,8 +303,11 @@ type Initiator struct {
 // Disk is one guest disk, mirrored by md RAID1 inside the guest across one
 // leg on each of two nodes.
 type Disk struct {
-	Name string   `mapstructure:"name" json:"name"`
-	Size Size     `mapstructure:"size" json:"size"`
+	// Name is the disk's name, a DNS label unique within its guest.
+	Name string `mapstructure:"name" json:"name"`
+	// Size is the size of each leg, a whole number of MiB (10G, 512M).
+	Size Size `mapstructure:"size" json:"size"`
+	// Legs are the two storage nodes that keep a copy of the disk.
 	Legs []string `mapstructure:"legs" json:"legs"`
 }
 
