@@ -145,6 +145,7 @@ type Network struct {
 
 // NodeNetwork is one node's own bridge of a service network.
 type NodeNetwork struct {
+	// Bridge is the bridge's name on this node.
 	Bridge string `mapstructure:"bridge" json:"bridge"`
 }
 
@@ -154,7 +155,8 @@ type NodeNetwork struct {
 type NIC struct {
 	// Name tells a guest's NICs apart; default: the network's name. It is
 	// part of the derived MAC.
-	Name    string `mapstructure:"name" json:"name"`
+	Name string `mapstructure:"name" json:"name"`
+	// Network is the service network (a key of networks) the NIC joins.
 	Network string `mapstructure:"network" json:"network"`
 	// MAC overrides the derived address (a unicast MAC, e.g. to keep the
 	// one a guest had before it came to mhcodi).
