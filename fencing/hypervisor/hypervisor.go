@@ -97,10 +97,23 @@ type Options struct {
 	// RunDir overrides hypervisor.run_dir: the parent of the guests' run
 	// directories (tests run several hosts on one machine).
 	RunDir string
+	// Netns is the named network namespace the host's guests' taps and
+	// bridges live in, for a host that is one (tests with Prefix); ""
+	// is the driver's own.
+	Netns string
+	// HostNet makes taps and reads bridges; default NetlinkNet{Netns}.
+	HostNet HostNet
 	// Runner runs xl (xen driver); default: exec with Prefix.
 	Runner Runner
 	// Logger receives what the driver does; default slog.Default().
 	Logger *slog.Logger
+}
+
+func (o Options) hostNet() HostNet {
+	if o.HostNet != nil {
+		return o.HostNet
+	}
+	return NetlinkNet{Netns: o.Netns}
 }
 
 func (o Options) logger() *slog.Logger {

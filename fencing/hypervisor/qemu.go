@@ -108,9 +108,26 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 	} else if !errors.Is(err, ErrNotRunning) {
 		return fmt.Errorf("qemu: start %s: %w", spec.Name, err)
 	}
+	hn := q.opts.hostNet()
+	if err := CheckBridges(hn, spec); err != nil {
+		return fmt.Errorf("qemu: start %s: %w", spec.Name, err)
+	}
 	if err := q.prepare(spec); err != nil {
 		return fmt.Errorf("qemu: start %s: %w", spec.Name, err)
 	}
+	// The taps exist before qemu opens them, and go again if it does not
+	// end up running the guest.
+	if err := setupTaps(hn, spec); err != nil {
+		return fmt.Errorf("qemu: start %s: %w", spec.Name, err)
+	}
+	running := false
+	defer func() {
+		if !running {
+			for _, err := range removeRecordedTaps(hn, dir) {
+				q.log.Warn("cannot remove a tap after a failed start", "guest", spec.Name, "err", err)
+			}
+		}
+	}()
 	// The secrets are read by qemu while it sets up; afterwards the only
 	// copies are qemu's memory and the cluster's secrets file.
 	defer q.removeSecrets(spec)
@@ -156,6 +173,7 @@ func (q *QEMU) Start(ctx context.Context, spec GuestSpec) error {
 		q.stopBridge(spec.Name)
 		return fmt.Errorf("qemu: start %s: qemu (pid %d) does not answer on QMP: %w%s", spec.Name, pid, err, stderrTail(stderrPath))
 	}
+	running = true
 	q.log.Info("guest started", "guest", spec.Name, "pid", pid, "state", st)
 	return nil
 }
@@ -321,6 +339,9 @@ func (q *QEMU) cleanup(name string) {
 	}
 	q.stopBridge(name)
 	dir := q.dir(name)
+	for _, err := range removeRecordedTaps(q.opts.hostNet(), dir) {
+		q.log.Warn("cannot remove a tap", "guest", name, "err", err)
+	}
 	for _, f := range []string{QMPSocket, ChannelSocket, PIDFile, HostInfoFile, BridgeDir} {
 		if err := os.RemoveAll(filepath.Join(dir, f)); err != nil {
 			q.log.Warn("cannot clean the run directory", "file", filepath.Join(dir, f), "err", err)

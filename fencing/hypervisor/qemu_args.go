@@ -94,10 +94,20 @@ func QEMUArgs(spec GuestSpec, accel string, network, extra []string) []string {
 	if spec.HostInfo != nil {
 		a = append(a, "-fw_cfg", "name="+HostInfoName+",file="+esc(filepath.Join(dir, HostInfoFile)))
 	}
-	if network == nil {
-		a = append(a, "-nic", "none")
-	} else {
+	// Each NIC is the tap the driver made on the node's bridge (Start,
+	// before qemu), opened by name: no helper scripts run.
+	for i, n := range spec.NICs {
+		id := "net" + strconv.Itoa(i)
+		a = append(a,
+			"-netdev", "tap,id="+id+",ifname="+esc(n.Tap)+",script=no,downscript=no",
+			"-device", "virtio-net-pci,netdev="+id+",mac="+n.MAC,
+		)
+	}
+	switch {
+	case network != nil:
 		a = append(a, network...)
+	case len(spec.NICs) == 0:
+		a = append(a, "-nic", "none")
 	}
 	a = append(a, "-daemonize", "-pidfile", filepath.Join(dir, PIDFile))
 	return append(a, extra...)

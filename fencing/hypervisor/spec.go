@@ -49,11 +49,24 @@ type GuestSpec struct {
 	Cmdline   string `json:"cmdline"`
 	// Disks are in config order, each with its legs in leg order.
 	Disks []DiskSpec `json:"disks"`
+	// NICs are in config order, each with its bridge on Node.
+	NICs []NICSpec `json:"nics,omitempty"`
 	// HostInfo is opaque JSON the guest reads (qemu: fw_cfg HostInfoName);
 	// nil gives the guest none.
 	HostInfo []byte `json:"host_info,omitempty"`
 	// RunDir is <run_dir>/<guest>: sockets, console, pid file.
 	RunDir string `json:"run_dir"`
+}
+
+// NICSpec is one NIC: the host's tap (qemu) or vif (xen) named Tap on
+// Bridge, in VLAN (0: untagged), and the guest's interface with MAC.
+type NICSpec struct {
+	Name    string `json:"name"`
+	Network string `json:"network"`
+	MAC     string `json:"mac"`
+	Bridge  string `json:"bridge"`
+	VLAN    int    `json:"vlan,omitempty"`
+	Tap     string `json:"tap"`
 }
 
 // DiskSpec is one mirrored disk.
@@ -238,6 +251,13 @@ func SpecFor(cfg *configs.Config, guest, node string, hostInfo []byte, opts ...S
 	}
 	if len(s.Disks) == 0 {
 		return GuestSpec{}, errors.New("hypervisor: guest " + guest + " has no disks")
+	}
+	for _, n := range cfg.NICs(guest) {
+		br := n.Bridges[node]
+		if br == "" {
+			return GuestSpec{}, fmt.Errorf("hypervisor: guest %s NIC %s: network %s has no bridge on %s", guest, n.Name, n.Network, node)
+		}
+		s.NICs = append(s.NICs, NICSpec{Name: n.Name, Network: n.Network, MAC: n.MAC, Bridge: br, VLAN: n.VLAN, Tap: n.Tap})
 	}
 	return s, nil
 }

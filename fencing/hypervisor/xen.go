@@ -55,6 +55,7 @@ type Xen struct {
 	node   string
 	runDir string
 	run    Runner
+	net    HostNet
 	log    *slog.Logger
 }
 
@@ -70,7 +71,7 @@ func NewXen(cfg *configs.Config, node string, o Options) (*Xen, error) {
 	if cfg.Hypervisor.RunDir == "" {
 		return nil, errors.New("hypervisor: xen: no hypervisor.run_dir")
 	}
-	return &Xen{cfg: cfg, node: node, runDir: cfg.Hypervisor.RunDir, run: r,
+	return &Xen{cfg: cfg, node: node, runDir: cfg.Hypervisor.RunDir, run: r, net: o.hostNet(),
 		log: o.logger().With("driver", "xen", "node", node)}, nil
 }
 
@@ -111,6 +112,15 @@ func XLConfig(spec GuestSpec) string {
 		fmt.Fprintf(&b, "    'format=raw, vdev=%s, access=rw, target=%s',\n", d.Dev, d.Filename)
 	}
 	b.WriteString("]\n")
+	if len(spec.NICs) > 0 {
+		// vifname names the backend device so that the driver finds it to
+		// put its port in the network's VLAN; xl has no key for that.
+		b.WriteString("vif = [\n")
+		for _, n := range spec.NICs {
+			fmt.Fprintf(&b, "    'mac=%s, bridge=%s, vifname=%s, type=vif',\n", n.MAC, n.Bridge, n.Tap)
+		}
+		b.WriteString("]\n")
+	}
 	fmt.Fprintf(&b, "channel = [\n    'connection=socket, path=%s, name=%s',\n]\n", filepath.Join(spec.RunDir, ChannelSocket), ChannelName)
 	// A power-off ends the domain (Stop waits for that); a reboot stays
 	// a reboot; a crashed guest is left for the fencing monitor to see
@@ -141,6 +151,9 @@ func (x *Xen) Start(ctx context.Context, spec GuestSpec) error {
 	} else if !errors.Is(err, ErrNotRunning) {
 		return fmt.Errorf("xen: start %s: %w", spec.Name, err)
 	}
+	if err := CheckBridges(x.net, spec); err != nil {
+		return fmt.Errorf("xen: start %s: %w", spec.Name, err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("xen: start %s: %w", spec.Name, err)
 	}
@@ -151,6 +164,18 @@ func (x *Xen) Start(ctx context.Context, spec GuestSpec) error {
 	}
 	if _, err := x.run.Run(ctx, "xl", "create", cfgPath); err != nil {
 		return fmt.Errorf("xen: start %s: %w", spec.Name, err)
+	}
+	// xl's hotplug script put each vif on its bridge; its VLAN is ours
+	// to set.
+	for _, n := range spec.NICs {
+		if n.VLAN == 0 {
+			continue
+		}
+		if err := x.net.PortVLAN(n.Tap, n.VLAN); err != nil {
+			_, _ = x.run.Run(context.WithoutCancel(ctx), "xl", "destroy", spec.Name)
+			x.cleanup(spec.Name)
+			return fmt.Errorf("xen: start %s: NIC %s: %w", spec.Name, n.Name, err)
+		}
 	}
 	if spec.HostInfo != nil {
 		if err := os.WriteFile(filepath.Join(dir, HostInfoFile), spec.HostInfo, 0o600); err != nil {

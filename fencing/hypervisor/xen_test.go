@@ -128,7 +128,7 @@ func TestXenDriver(t *testing.T) {
 	cfg := loadCluster(t, xenCluster)
 	cfg.Hypervisor.RunDir = t.TempDir()
 	fx := &fakeXL{}
-	d, err := New(cfg, "node-a", Options{Runner: fx})
+	d, err := New(cfg, "node-a", Options{Runner: fx, HostNet: newFakeNet(map[string]bool{"br-svc": true, "br-lan": false})})
 	require.NoError(t, err)
 	x := d.(*Xen)
 	ctx := t.Context()
@@ -182,4 +182,87 @@ func TestXenRefusesISCSILegs(t *testing.T) {
 	x, err := NewXen(cfg, "node-a", Options{Runner: &fakeXL{}})
 	require.NoError(t, err)
 	assert.ErrorContains(t, x.Start(t.Context(), spec), "xen needs initiator.backend open-iscsi or netlink")
+}
+
+// fakeNet is a host's network in memory: bridges by name (true: VLAN
+// filtering) and the taps and port VLANs made on it.
+type fakeNet struct {
+	mu      sync.Mutex
+	bridges map[string]bool
+	taps    map[string]string // tap -> bridge
+	vlans   map[string]int    // port -> VLAN
+	failTap string            // AddTap of this tap fails
+}
+
+func newFakeNet(bridges map[string]bool) *fakeNet {
+	return &fakeNet{bridges: bridges, taps: map[string]string{}, vlans: map[string]int{}}
+}
+
+func (f *fakeNet) Bridge(name string) BridgeInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	vf, ok := f.bridges[name]
+	return BridgeInfo{Name: name, Present: ok, VLANFiltering: vf}
+}
+
+func (f *fakeNet) AddTap(tap, bridge string, vlan int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if tap == f.failTap {
+		return errors.New("no tap for you")
+	}
+	f.taps[tap] = bridge
+	if vlan != 0 {
+		f.vlans[tap] = vlan
+	}
+	return nil
+}
+
+func (f *fakeNet) PortVLAN(dev string, vlan int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.vlans[dev] = vlan
+	return nil
+}
+
+func (f *fakeNet) DelLink(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.taps, name)
+	delete(f.vlans, name)
+	return nil
+}
+
+func (f *fakeNet) Taps() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range f.taps {
+		out[k] = v
+	}
+	return out
+}
+
+func TestXenNICs(t *testing.T) {
+	cfg := loadCluster(t, xenCluster)
+	cfg.Hypervisor.RunDir = t.TempDir()
+	spec, err := SpecFor(cfg, "web1", "node-a", nil)
+	require.NoError(t, err)
+
+	// A missing bridge: refused before xl creates anything, and said.
+	fx, hn := &fakeXL{}, newFakeNet(map[string]bool{"br-svc": true})
+	x, err := NewXen(cfg, "node-a", Options{Runner: fx, HostNet: hn})
+	require.NoError(t, err)
+	err = x.Start(t.Context(), spec)
+	require.ErrorContains(t, err, "bridge br-lan does not exist on node-a")
+	for _, c := range fx.Calls() {
+		assert.NotContains(t, c, "xl create")
+	}
+
+	// The VLAN of svc is set on its vif once xl made it.
+	fx, hn = &fakeXL{}, newFakeNet(map[string]bool{"br-svc": true, "br-lan": false})
+	x, err = NewXen(cfg, "node-a", Options{Runner: fx, HostNet: hn})
+	require.NoError(t, err)
+	require.NoError(t, x.Start(t.Context(), spec))
+	assert.Equal(t, map[string]int{spec.NICs[0].Tap: 10}, hn.vlans)
 }
