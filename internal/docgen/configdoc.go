@@ -167,8 +167,8 @@ func ConfigKeys(srcDir string) ([]Key, error) {
 // fieldDoc is a field's comment with its Go name replaced by the key.
 func fieldDoc(d *sourceDocs, typeName, field, key string) string {
 	text := strings.TrimSpace(d.fields[typeName][field])
-	if rest, ok := strings.CutPrefix(text, field+" "); ok {
-		text = key + " " + rest
+	if rest, ok := strings.CutPrefix(text, field); ok && (rest == "" || strings.ContainsRune(" ,;:", rune(rest[0]))) {
+		text = key + rest
 	}
 	return text
 }

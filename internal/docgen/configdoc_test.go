@@ -36,11 +36,11 @@ func TestConfigKeysDefaults(t *testing.T) {
 		byPath[k.Path] = k
 	}
 	for path, want := range map[string]string{
-		"timeouts.lease_ttl":  "10s",
-		"guests[].memory":     "512M",
-		"guests[].vcpus":      "1",
-		"nodes[].role":        "storage",
-		"hypervisor.qemu":     "qemu-system-x86_64",
+		"timeouts.lease_ttl":   "10s",
+		"guests[].memory":      "512M",
+		"guests[].vcpus":       "1",
+		"nodes[].role":         "storage",
+		"hypervisor.qemu":      "qemu-system-x86_64",
 		"fencing.lease_margin": "3s",
 	} {
 		assert.Equal(t, want, byPath[path].Default, path)
@@ -62,4 +62,23 @@ func TestConfigManPageExample(t *testing.T) {
 	assert.True(t, strings.HasPrefix(page, ".TH MHCODI.YAML 5 \"1970-01-01\" \"mhcodi 1.0\""), page[:80])
 	assert.Contains(t, page, ".SH EXAMPLE\n")
 	assert.Contains(t, page, `iqn_prefix: iqn.2026\-11.org.example`)
+}
+
+func TestFlagUsage(t *testing.T) {
+	usage := "Usage of x:\n  -config string\n    \tcluster file (default \"/etc/c.yaml\")\n  -v\tverbose\n  -n duration\n    \tfirst line\n    \tsecond line\n"
+	assert.Equal(t, []Flag{
+		{Name: "config", Arg: "string", Usage: `cluster file (default "/etc/c.yaml")`},
+		{Name: "v", Usage: "verbose"},
+		{Name: "n", Arg: "duration", Usage: "first line second line"},
+	}, ParseFlagUsage(usage))
+	cmds := ParseCommandList("usage: g <command>\n\ncommands:\n  assemble   create it\n  watch      watch it\n\nrun ...\n")
+	assert.Equal(t, []Subcommand{{Name: "assemble", Summary: "create it"}, {Name: "watch", Summary: "watch it"}}, cmds)
+	doc, summary, err := PackageDoc("../../cmd/mhcodi-targetd/main.go")
+	require.NoError(t, err)
+	assert.True(t, strings.HasPrefix(doc, "mhcodi-targetd "), doc)
+	assert.NotEmpty(t, summary)
+	assert.NotContains(t, summary, "mhcodi-targetd")
+	page := string(ProgramPage{Name: "x", Section: "8", Summary: "does x", Doc: doc,
+		Flags: ParseFlagUsage(usage)}.Render(Header{Version: "1", Date: time.Unix(0, 0)}))
+	assert.Contains(t, page, ".TP\n\\fB\\-config\\fR \\fIstring\\fR\n")
 }
