@@ -27,6 +27,19 @@ type BlockDev interface {
 	DiscardZeroes() bool
 }
 
+// BlockMapper is an optional interface of a BlockDev that can tell which
+// bytes have storage behind them, for GET LBA STATUS on a thin-provisioned
+// LU. A BlockDev without it (or a fully provisioned LU) is reported as
+// mapped everywhere, which SBC-4 defines as "mapped or unknown": the
+// honest answer when the device cannot tell.
+type BlockMapper interface {
+	// Mapped reports whether the byte at off is mapped (has storage; a
+	// deallocated byte reads back as zero when DiscardZeroes is true) and
+	// how many bytes from off on, 1 to limit, share that state. off is
+	// below Size and limit at least 1.
+	Mapped(off, limit int64) (mapped bool, n int64, err error)
+}
+
 // Nexus identifies an I_T nexus: one initiator port talking to one target
 // port. Persistent reservations, unit attentions and task sets are kept per
 // nexus. Two Nexus values with equal fields are the same nexus.

@@ -76,9 +76,10 @@ const (
 type LU struct {
 	cfg    LUConfig
 	dev    BlockDev
-	bs     uint32 // logical block size
-	shift  uint   // log2(bs)
-	lbppbe uint8  // logical blocks per physical block exponent
+	mapper BlockMapper // dev's, for GET LBA STATUS; nil if it has none
+	bs     uint32      // logical block size
+	shift  uint        // log2(bs)
+	lbppbe uint8       // logical blocks per physical block exponent
 
 	// mu serializes writers of state; readers load it atomically.
 	mu    sync.Mutex
@@ -86,6 +87,8 @@ type LU struct {
 
 	// wce is the current WCE bit of the caching mode page.
 	wce atomic.Bool
+	// swp is the current SWP bit of the control mode page (swp.go).
+	swp atomic.Bool
 
 	tasks   *taskSet
 	stripes [stripeCount]sync.RWMutex
@@ -153,6 +156,7 @@ func NewLU(cfg LUConfig) (*LU, error) {
 		lbppbe: uint8(bits.TrailingZeros32(ratio)),
 		tasks:  newTaskSet(),
 	}
+	lu.mapper, _ = cfg.Dev.(BlockMapper)
 	lu.state.Store(newLUState())
 	lu.wce.Store(cfg.WriteCacheEnabled == nil || *cfg.WriteCacheEnabled)
 	return lu, nil
@@ -226,6 +230,9 @@ func (x *exec) run() Result {
 			return res
 		}
 	}
+	if x.lu.swp.Load() && x.lu.writesMedium(op) {
+		return writeProtected()
+	}
 	return x.dispatch(op)
 }
 
@@ -260,8 +267,11 @@ func (x *exec) dispatch(op byte) Result {
 	case opReadCapacity10:
 		return x.readCapacity10()
 	case opServiceActionIn16:
-		if x.cmd.CDB[1]&0x1f == saReadCapacity16 {
+		switch x.cmd.CDB[1] & 0x1f {
+		case saReadCapacity16:
 			return x.readCapacity16()
+		case saGetLBAStatus:
+			return x.getLBAStatus()
 		}
 		return invalidServiceAction()
 	case opMaintenanceIn:
@@ -443,13 +453,21 @@ func (lu *LU) ClearTaskSet(by Nexus) {
 // Reset performs a LOGICAL UNIT RESET requested through nexus by: it
 // aborts every task of every nexus, releases a RESERVE(6)/(10)
 // reservation, keeps persistent reservations (SPC-4 5.13.1) and raises
-// BUS DEVICE RESET FUNCTION OCCURRED for every other nexus that has talked
-// to the LU. It returns once the aborted tasks have returned.
+// BUS DEVICE RESET FUNCTION OCCURRED for every nexus that has talked to
+// the LU, by included. It returns once the aborted tasks have returned.
+//
+// The nexus that asked gets the unit attention too: SAM-5's logical unit
+// reset sets it for the initiator port of every I_T nexus, unlike CLEAR
+// TASK SET's COMMANDS CLEARED BY ANOTHER INITIATOR, and a multipath
+// initiator relies on it to learn that the reset also dropped the
+// commands it had queued on that path (libiscsi's MultipathIO.Reset
+// checks every path, the sender's first).
 func (lu *LU) Reset(by Nexus) {
 	ms := lu.tasks.abortWhere(func(taskKey) bool { return true })
 	lu.mutate(func(s *luState) bool {
 		s.spc2 = nil
-		s.addUAAll(ascBusDeviceReset, &by)
+		s.known[by] = struct{}{}
+		s.addUAAll(ascBusDeviceReset, nil)
 		return true
 	})
 	lu.tasks.wait(ms, nil)

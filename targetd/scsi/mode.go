@@ -43,14 +43,19 @@ func (lu *LU) modePage(code byte, pc byte) []byte {
 	case pageControl:
 		p := make([]byte, 12)
 		p[0], p[1] = pageControl, 10
-		if pc != pcChangeable {
-			// TST=0 (one task set), D_SENSE=0 (fixed sense), QUEUE
-			// ALGORITHM MODIFIER=1 (unrestricted reordering), QERR=0,
-			// UA_INTLCK_CTRL=0, SWP=0, TAS=0 (aborted tasks end silently),
-			// BUSY TIMEOUT PERIOD unlimited.
-			p[3] = 0x10
-			be16put(p[8:], 0xffff)
+		if pc == pcChangeable {
+			p[4] = ctrlSWP // only SWP may change (see swp.go)
+			return p
 		}
+		// TST=0 (one task set), D_SENSE=0 (fixed sense), QUEUE
+		// ALGORITHM MODIFIER=1 (unrestricted reordering), QERR=0,
+		// UA_INTLCK_CTRL=0, SWP as set (0 by default), TAS=0 (aborted
+		// tasks end silently), BUSY TIMEOUT PERIOD unlimited.
+		p[3] = 0x10
+		if pc == pcCurrent && lu.swp.Load() {
+			p[4] = ctrlSWP
+		}
+		be16put(p[8:], 0xffff)
 		return p
 	}
 	return nil
@@ -102,7 +107,7 @@ func (x *exec) modeSense() Result {
 		}
 	}
 	devSpecific := byte(0x10) // DPOFUA: DPO and FUA are honoured
-	if x.lu.cfg.ReadOnly {
+	if x.lu.cfg.ReadOnly || x.lu.swp.Load() {
 		devSpecific |= 0x80 // WP
 	}
 	var b []byte
@@ -130,7 +135,7 @@ func (x *exec) modeSense() Result {
 
 // modeSelect handles MODE SELECT(6) and MODE SELECT(10) (SPC-4 6.9,
 // 6.10): only the bits MODE SENSE reports as changeable may differ from
-// the current values; the only one is WCE.
+// the current values: WCE and SWP.
 func (x *exec) modeSelect() Result {
 	cdb := x.cmd.CDB
 	six := cdb[0] == opModeSelect6
@@ -176,7 +181,7 @@ func (x *exec) modeSelect() Result {
 		return withXfer(invalidParamField(hdr-1), xfer)
 	}
 
-	wce := x.lu.wce.Load()
+	wce, swp := x.lu.wce.Load(), x.lu.swp.Load()
 	for off < plen {
 		if off+2 > plen {
 			return withXfer(illegalRequest(ascParamListLengthError), xfer)
@@ -203,15 +208,22 @@ func (x *exec) modeSelect() Result {
 				return withXfer(invalidParamField(off+i), xfer)
 			}
 		}
-		if code == pageCaching {
+		switch code {
+		case pageCaching:
 			wce = in[2]&0x04 != 0
+		case pageControl:
+			swp = in[4]&ctrlSWP != 0
 		}
 		off += len(cur)
 	}
-	if old := x.lu.wce.Swap(wce); old != wce {
-		if !wce {
-			// Turning the cache off promises that what was written is
-			// durable from now on.
+	wceChanged := x.lu.wce.Swap(wce) != wce
+	swpChanged := x.lu.setSWP(swp)
+	if wceChanged || swpChanged {
+		// Turning the cache off promises that what was written is
+		// durable from now on; so does write protection (SPC-4: SWP
+		// inhibits writing "after writing all cached or buffered write
+		// data").
+		if (wceChanged && !wce) || (swpChanged && swp) {
 			if err := x.lu.dev.Sync(); err != nil {
 				return withXfer(writeError(), xfer)
 			}

@@ -85,6 +85,8 @@ var supportedOps = []opInfo{
 	{op: opWriteSame16, usage: rw16(opWriteSame16, 0xe0|0x10|0x08|0x01)},
 	{op: opServiceActionIn16, sa: saReadCapacity16, hasSA: true,
 		usage: cat([]byte{opServiceActionIn16, 0x1f}, ff8, ff4, []byte{0, 0})},
+	{op: opServiceActionIn16, sa: saGetLBAStatus, hasSA: true,
+		usage: cat([]byte{opServiceActionIn16, 0x1f}, ff8, ff4, []byte{0, 0})},
 	{op: opReportLUNs, usage: []byte{opReportLUNs, 0, 0xff, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0}},
 	{op: opMaintenanceIn, sa: saReportSupportedOps, hasSA: true,
 		usage: []byte{opMaintenanceIn, 0x1f, 0x87, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0}},

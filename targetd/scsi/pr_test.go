@@ -319,10 +319,10 @@ func TestReserve6(t *testing.T) {
 	f.good(nexusB, reserve6(), nil)
 	f.good(nexusB, []byte{opRelease10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, nil)
 
-	// A LUN reset releases it; the other nexus sees the reset.
+	// A LUN reset releases it; both nexuses see the reset.
 	f.good(nexusA, []byte{opReserve10, 0, 0, 0, 0, 0, 0, 0, 0, 0}, nil)
 	f.lu.Reset(nexusA)
-	f.good(nexusA, tur(), nil)
+	requireSense(t, f.do(nexusA, tur(), nil), SenseUnitAttention, ascBusDeviceReset)
 	requireSense(t, f.do(nexusB, reserve6(), nil), SenseUnitAttention, ascBusDeviceReset)
 	f.good(nexusB, reserve6(), nil)
 	// Nexus loss releases it too.
@@ -330,6 +330,7 @@ func TestReserve6(t *testing.T) {
 	f.good(nexusA, reserve6(), nil)
 	// Target warm reset.
 	f.tgt.Reset(nexusB)
+	requireSense(t, f.do(nexusB, reserve6(), nil), SenseUnitAttention, ascBusDeviceReset)
 	f.good(nexusB, reserve6(), nil)
 	f.good(nexusB, release6(), nil)
 

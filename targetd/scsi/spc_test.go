@@ -180,7 +180,7 @@ func TestModeSense(t *testing.T) {
 	res = f.good(nexusA, ms6(pcChangeable, pageCaching, 255), nil)
 	assert.Equal(t, byte(0x04), res.Data[12+2])
 	res = f.good(nexusA, ms6(pcChangeable, pageControl, 255), nil)
-	assert.Equal(t, make([]byte, 10), res.Data[12+2:])
+	assert.Equal(t, []byte{0, 0, ctrlSWP, 0, 0, 0, 0, 0, 0, 0}, res.Data[12+2:], "only SWP is changeable")
 	res = f.good(nexusA, ms6(pcDefault, pageControl, 255), nil)
 	assert.Equal(t, byte(pageControl), res.Data[12])
 	requireSense(t, f.do(nexusA, ms6(pcSaved, pageAllPages, 255), nil), SenseIllegalRequest, ascSavingParamsNotSupported)

@@ -69,7 +69,41 @@ func TestAbortTaskSetAndReset(t *testing.T) {
 	assert.True(t, errors.Is(<-doneA, ErrAborted))
 	assert.True(t, errors.Is(<-doneB, ErrAborted))
 	requireSense(t, f.do(nexusB, tur(), nil), SenseUnitAttention, ascBusDeviceReset)
+	requireSense(t, f.do(nexusA, tur(), nil), SenseUnitAttention, ascBusDeviceReset)
 	f.good(nexusA, tur(), nil)
+}
+
+// TestLUNResetUnitAttentionOnEveryNexus: after a LOGICAL UNIT RESET every
+// nexus that knows the LU sees BUS DEVICE RESET FUNCTION OCCURRED once,
+// the one that sent the reset included (SAM-5; libiscsi's
+// MultipathIO.Reset), even when the reset was the first thing it sent.
+// INQUIRY neither reports nor clears it.
+func TestLUNResetUnitAttentionOnEveryNexus(t *testing.T) {
+	f := newFixture(t)
+	nexusC := nexusB
+	nexusC.ISID = "0x400001370002"
+	f.good(nexusA, tur(), nil)
+	f.good(nexusB, tur(), nil)
+
+	f.lu.Reset(nexusA)
+	for _, n := range []Nexus{nexusA, nexusB} {
+		f.good(n, inquiryCDB(false, 0, 96), nil)
+		requireSense(t, f.do(n, tur(), nil), SenseUnitAttention, ascBusDeviceReset)
+		f.good(n, tur(), nil)
+	}
+
+	f.lu.Reset(nexusC)
+	for _, n := range []Nexus{nexusC, nexusA, nexusB} {
+		requireSense(t, f.do(n, tur(), nil), SenseUnitAttention, ascBusDeviceReset)
+		f.good(n, tur(), nil)
+	}
+
+	// A target warm reset resets every LU the same way.
+	f.tgt.Reset(nexusB)
+	for _, n := range []Nexus{nexusB, nexusA, nexusC} {
+		requireSense(t, f.do(n, tur(), nil), SenseUnitAttention, ascBusDeviceReset)
+		f.good(n, tur(), nil)
+	}
 }
 
 func TestContextCancel(t *testing.T) {

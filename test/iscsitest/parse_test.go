@@ -10,7 +10,10 @@ import (
 )
 
 // The testdata files are real outputs of libiscsi 1.19.0's tools, captured
-// against tgt 1.0.85 and gotgt v0.2.2 on this project's build machine.
+// against tgt 1.0.85, gotgt v0.2.2 and mhcodi-targetd on this project's
+// build machine: testcu_targetd_old_all.txt is targetd before it offered
+// SWP and GET LBA STATUS (one URL), testcu_targetd_all.txt after (two
+// URLs, so MultipathIO runs).
 
 func readTestdata(t *testing.T, name string) string {
 	t.Helper()
@@ -80,6 +83,95 @@ func TestParseTestCUCatchesMismatch(t *testing.T) {
 	last := rep.Tests[len(rep.Tests)-1]
 	assert.Equal(t, Stalled, last.Status)
 	assert.Equal(t, "iSCSIResiduals.Write10Residuals", last.Name())
+}
+
+// TestParseTestCUList: --list gives every family with its tests; a line
+// out of place is an error, not a shorter list.
+func TestParseTestCUList(t *testing.T) {
+	l, err := parseTestCUList(readTestdata(t, "testcu_list.txt"))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"ALL", "SCSI", "iSCSI", "LINUX"}, l.Families)
+	for fam, n := range map[string]int{"ALL": 230, "SCSI": 215, "iSCSI": 15, "LINUX": 155} {
+		assert.Len(t, l.Tests[fam], n, fam)
+	}
+	assert.Equal(t, "CompareAndWrite.Simple", l.Tests["ALL"][0])
+	assert.Contains(t, l.Tests["LINUX"], "MultipathIO.Reset")
+	assert.Contains(t, l.Tests["SCSI"], "Sanitize.Readonly")
+
+	for _, bad := range []string{
+		"",
+		"ALL\n",                    // a family without tests
+		"ALL.Read10.Simple\n",      // before its family
+		"ALL\nALL.Read10.Simple\n", // before its suite
+		"ALL\nALL.Read10\nALL.Read10.Sim ple\n",
+		"ALL\nALL.Read10\nALL.Read10.A.B\n",
+		"ALL\nALL.Read10\nALL.Read10.Simple\nALL\n", // twice
+		"ALL\nALL.Read10\nALL.Read10.Simple\n\nSCSI\n",
+	} {
+		_, err := parseTestCUList(bad)
+		assert.Error(t, err, "%q", bad)
+	}
+}
+
+// TestParseTestCUTargetdOld: targetd's full run before SWP, GET LBA STATUS
+// and the reset fix: Control-SWP "passed" having tested nothing, and only
+// its log line tells; Sanitize.Readonly failed on the same line.
+func TestParseTestCUTargetdOld(t *testing.T) {
+	rep, err := parseTestCU(readTestdata(t, "testcu_targetd_old_all.txt"))
+	require.NoError(t, err)
+	require.Len(t, rep.Tests, 230)
+	swp, _ := rep.Result("ModeSense6.Control-SWP")
+	assert.Equal(t, Skipped, swp.Status)
+	assert.Contains(t, swp.Detail, "SWP")
+	ro, _ := rep.Result("Sanitize.Readonly")
+	assert.Equal(t, Failed, ro.Status)
+	assert.Contains(t, ro.Detail, "test_sanitize_readonly.c:60")
+	mp, _ := rep.Result("MultipathIO.Reset")
+	assert.Equal(t, Skipped, mp.Status, "one URL: no multipath")
+	gls, _ := rep.Result("GetLBAStatus.Simple")
+	assert.Equal(t, Skipped, gls.Status)
+}
+
+// TestTestCUExpectFail: an expected failure that fails as described is
+// OK; one that fails otherwise, or passes, is a problem; the keys that
+// matched are recorded, so stale entries can be found.
+func TestTestCUExpectFail(t *testing.T) {
+	parse := func() *TestCUReport {
+		rep, err := parseTestCU(readTestdata(t, "testcu_targetd_all.txt"))
+		require.NoError(t, err)
+		return rep
+	}
+	list, err := parseTestCUList(readTestdata(t, "testcu_list.txt"))
+	require.NoError(t, err)
+
+	rep := parse()
+	require.Len(t, rep.Tests, 230)
+	assert.Empty(t, rep.Missing(list.Tests["ALL"]), "a full run reports every listed test")
+	assert.Equal(t, []string{"Read10.Nonesuch"}, rep.Missing(append([]string{"Read10.Nonesuch"}, list.Tests["ALL"]...)))
+	mp, _ := rep.Result("MultipathIO.Reset")
+	assert.Equal(t, Passed, mp.Status, "two paths: the reset test ran and passed")
+	require.Equal(t, Failed, func() Status { r, _ := rep.Result("GetLBAStatus.UnmapSingle"); return r.Status }())
+
+	rep.applyAllow(map[string]string{"Sanitize": "x", "Nonesuch": "y"})
+	rep.applyExpectFail(map[string]ExpectedFailure{
+		"GetLBAStatus.UnmapSingle": {Reason: "libiscsi bug", Match: "lba offset in first descriptor"},
+		"Read10.Simple":            {Reason: "stale", Match: "whatever"},
+	})
+	r, _ := rep.Result("GetLBAStatus.UnmapSingle")
+	assert.Equal(t, ExpectedFail, r.Status)
+	assert.True(t, r.OK())
+	assert.Contains(t, r.Detail, "libiscsi bug")
+	r, _ = rep.Result("Read10.Simple")
+	assert.Equal(t, UnexpectedPass, r.Status)
+	assert.False(t, r.OK())
+	assert.Equal(t, map[string]bool{"Sanitize": true, "GetLBAStatus.UnmapSingle": true, "Read10.Simple": true}, rep.Used)
+	assert.Contains(t, rep.Summary(), "1 failed (expected), 1 passed (expected to fail)")
+
+	rep = parse()
+	rep.applyExpectFail(map[string]ExpectedFailure{"GetLBAStatus.UnmapSingle": {Reason: "r", Match: "some other assertion"}})
+	r, _ = rep.Result("GetLBAStatus.UnmapSingle")
+	assert.Equal(t, Failed, r.Status, "failing another way is not the expected failure")
+	assert.Contains(t, r.Detail, "failed otherwise")
 }
 
 func TestParsePerf(t *testing.T) {

@@ -33,6 +33,18 @@ var (
 	summaryRE = regexp.MustCompile(`^\s+(suites|tests)\s+(\d+)\s+(\d+)\s+(\S+)\s+(\d+)\s+(\d+)`)
 )
 
+// silentSkips maps log lines of libiscsi 1.19 tests that skip through
+// CU_PASS("[SKIPPED] …") without logging "[SKIPPED]" to the skip reason:
+// CUnit's basic mode never prints CU_PASS messages, so such a line is the
+// only trace that the test did not run. set_swp() logs it when the
+// target does not let SWP change, and ModeSense6.Control-SWP then passes
+// having tested nothing. (The other silent skips of 1.19 log nothing at
+// all; none of them applies to a target with a Block Limits VPD page, a
+// LUN under 2^31 blocks and MAXIMUM COMPARE AND WRITE LENGTH 255.)
+var silentSkips = map[string]string{
+	"SWP is not changeable": "Target does not support changing SWP (logged by set_swp)",
+}
+
 // summaryRow is one row of CUnit's run summary.
 type summaryRow struct{ total, ran, failed int }
 
@@ -83,6 +95,9 @@ func parseTestCU(out string) (*TestCUReport, error) {
 			if m := skipRE.FindStringSubmatch(line); m != nil && skipMsg == "" {
 				skipMsg = strings.TrimSpace(m[1])
 			}
+			if why, ok := silentSkips[strings.TrimSpace(line)]; ok && skipMsg == "" {
+				skipMsg = why
+			}
 			if v := verdictRE.FindString(line); v != "" {
 				verdict(v)
 			}
@@ -130,4 +145,51 @@ func checkSummary(rep *TestCUReport, sums map[string]summaryRow) error {
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s) // the regexp admitted digits only
 	return n
+}
+
+// parseTestCUList reads iscsi-test-cu --list: one name a line, FAMILY,
+// FAMILY.Suite or FAMILY.Suite.Test, each family and suite before its
+// members. Anything else is an error: a format change must not shrink
+// the list a caller checks runs against.
+func parseTestCUList(out string) (*TestCUList, error) {
+	l := &TestCUList{Tests: map[string][]string{}}
+	suites := map[string]bool{} // "FAMILY.Suite"
+	for i, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		parts := strings.Split(line, ".")
+		for _, p := range parts {
+			if p == "" || strings.ContainsAny(p, " \t") {
+				return nil, fmt.Errorf("line %d: %q is not FAMILY[.Suite[.Test]]", i+1, line)
+			}
+		}
+		fam := parts[0]
+		if _, ok := l.Tests[fam]; !ok && len(parts) > 1 {
+			return nil, fmt.Errorf("line %d: %q comes before its family %s", i+1, line, fam)
+		}
+		switch len(parts) {
+		case 1:
+			if _, ok := l.Tests[fam]; ok {
+				return nil, fmt.Errorf("line %d: family %s listed twice", i+1, fam)
+			}
+			l.Families = append(l.Families, fam)
+			l.Tests[fam] = nil
+		case 2:
+			suites[line] = true
+		case 3:
+			if !suites[parts[0]+"."+parts[1]] {
+				return nil, fmt.Errorf("line %d: %q comes before its suite", i+1, line)
+			}
+			l.Tests[fam] = append(l.Tests[fam], parts[1]+"."+parts[2])
+		default:
+			return nil, fmt.Errorf("line %d: %q is not FAMILY[.Suite[.Test]]", i+1, line)
+		}
+	}
+	if len(l.Families) == 0 {
+		return nil, fmt.Errorf("no families in %d bytes of output", len(out))
+	}
+	for _, f := range l.Families {
+		if len(l.Tests[f]) == 0 {
+			return nil, fmt.Errorf("family %s lists no tests", f)
+		}
+	}
+	return l, nil
 }
