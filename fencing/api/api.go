@@ -52,6 +52,10 @@ type NodeStatus struct {
 	// Exports are the local targetd's exports with their fencing owner and
 	// epoch.
 	Exports []Export `json:"exports"`
+	// Bridges are this node's bridges of the cluster file's service
+	// networks, each with whether it is there; nil from a fenced that
+	// does not report them.
+	Bridges []hypervisor.BridgeInfo `json:"bridges,omitempty"`
 	// MemoryFreeMiB is the host's available memory, for N+1 checks.
 	MemoryFreeMiB uint64    `json:"memory_free_mib"`
 	Time          time.Time `json:"time"`

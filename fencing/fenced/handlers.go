@@ -208,12 +208,32 @@ func (s *Server) NodeStatus(ctx context.Context) (NodeStatusResponse, error) {
 	if s.channels != nil {
 		st.Legs = s.channels.Legs()
 	}
+	if !s.witness {
+		st.Bridges = s.bridges()
+	}
 	if fs, err := procfs.NewFS(s.procFS); err == nil {
 		if mi, err := fs.Meminfo(); err == nil && mi.MemAvailable != nil {
 			st.MemoryFreeMiB = *mi.MemAvailable / 1024
 		}
 	}
 	return NodeStatusResponse{NodeStatus: st, Destroyed: s.Incidents()}, nil
+}
+
+// bridges reads this node's bridge of every service network (once per
+// bridge name), so that a plan can refuse a start here before the epoch
+// moves, and verify can say which is missing.
+func (s *Server) bridges() []hypervisor.BridgeInfo {
+	out := []hypervisor.BridgeInfo{}
+	seen := map[string]bool{}
+	for _, nw := range s.cfg.NetworkNames() {
+		b := s.cfg.BridgeFor(s.self, nw)
+		if b == "" || seen[b] {
+			continue
+		}
+		seen[b] = true
+		out = append(out, s.hostNet.Bridge(b))
+	}
+	return out
 }
 
 func (s *Server) handleNode(w http.ResponseWriter, r *http.Request) {

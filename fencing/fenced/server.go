@@ -34,6 +34,9 @@ type Options struct {
 	SpecOptions []hypervisor.SpecOption
 	// Targetd is the local targetd's control API; nil on a witness.
 	Targetd TargetControl
+	// HostNet reads this node's bridges for the node status (default
+	// hypervisor.NetlinkNet{}, fenced's own network namespace).
+	HostNet hypervisor.HostNet
 	// Ledger starts the member and the Store.
 	Ledger LedgerStarter
 	// NewOperator makes the Operator of PathOp and automatic failover
@@ -70,6 +73,7 @@ type Server struct {
 	driver   hypervisor.Driver
 	specOpts []hypervisor.SpecOption
 	targetd  TargetControl
+	hostNet  hypervisor.HostNet
 	starter  LedgerStarter
 	op       Operator
 	peerName PeerNameFunc
@@ -153,7 +157,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		cfg: o.Config, self: o.Node, witness: o.Witness, quorum: QuorumMode(o.Config),
-		driver: o.Driver, specOpts: o.SpecOptions, targetd: o.Targetd, starter: o.Ledger,
+		driver: o.Driver, specOpts: o.SpecOptions, targetd: o.Targetd, hostNet: o.HostNet, starter: o.Ledger,
 		peerName: o.PeerName, clientTL: o.ClientTLS, peerFn: o.PeerClient,
 		procFS: o.ProcFS, stateDir: o.StateDir, clock: o.Clock, log: o.Logger, reg: o.Registry,
 		ledger: &ledgerRef{}, ready: make(chan struct{}),
@@ -162,6 +166,9 @@ func New(o Options) (*Server, error) {
 	}
 	if s.peerName == nil {
 		s.peerName = DefaultPeerName
+	}
+	if s.hostNet == nil {
+		s.hostNet = hypervisor.NetlinkNet{}
 	}
 	if s.procFS == "" {
 		s.procFS = "/proc"

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mhcodi/mhcodi/fencing/api"
+	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
 )
 
@@ -299,4 +300,50 @@ func TestOneOperationAtATime(t *testing.T) {
 	assert.True(t, IsRefusal(err))
 	assert.Equal(t, "wait", lines[0].Step)
 	assert.Empty(t, env.calls.get())
+}
+
+// noSvcBridge: node-b reports its bridge of svc (br-vlans) missing.
+func noSvcBridge(w world) world {
+	w.bridges = map[string][]hypervisor.BridgeInfo{
+		"node-a": {{Name: "br-svc", Present: true, VLANFiltering: true}, {Name: "br-backup", Present: true}},
+		"node-b": {{Name: "br-backup", Present: true}, {Name: "br-vlans"}},
+	}
+	return w
+}
+
+// TestRunMissingBridgeLeavesLedger: a failover to a node without the
+// bridge of one of the guest's networks is refused before anything runs:
+// the epoch does not move, nothing is stopped, and the bridge is named.
+func TestRunMissingBridgeLeavesLedger(t *testing.T) {
+	env := newEnv(noSvcBridge(twoNodeFailover(t)))
+	before := env.store.recs["web1"]
+	_, err := runOp(t, env, api.OpRequest{Op: api.OpFailover, Guest: "web1", To: "node-b"})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "node-b cannot carry web1's NICs: NIC svc (network svc): bridge br-vlans does not exist")
+	assert.Contains(t, HintOf(err), "create the bridge on node-b")
+	assert.Equal(t, before, env.store.recs["web1"], "the ledger is left as it was")
+	assert.Zero(t, env.store.updates)
+	assert.Empty(t, env.calls.get(), "nothing was fenced, stopped or started")
+
+	// Its bridge there, the same move goes ahead.
+	w := noSvcBridge(twoNodeFailover(t))
+	w.bridges["node-b"][1].Present = true
+	w.bridges["node-b"][1].VLANFiltering = true
+	env = newEnv(w)
+	_, err = runOp(t, env, api.OpRequest{Op: api.OpFailover, Guest: "web1", To: "node-b"})
+	require.NoError(t, err)
+}
+
+// TestPlanStartBridgeWithoutVLANs: VLAN 10 needs a filtering bridge; a
+// fenced that reports no bridges is not second-guessed.
+func TestPlanStartBridgeWithoutVLANs(t *testing.T) {
+	w := noSvcBridge(world{cfg: loadCfg(t, twoNodeFile), self: "node-a"})
+	w.bridges["node-a"][0].VLANFiltering = false
+	_, err := PlanOp(w.facts(), api.OpRequest{Op: api.OpStart, Guest: "web1"})
+	require.ErrorContains(t, err, "bridge br-svc does not filter VLANs, which VLAN 10 needs")
+	_, err = PlanOp(w.facts(), api.OpRequest{Op: api.OpStart, Guest: "db1", To: "node-b"})
+	require.NoError(t, err, "db1 has no NICs")
+	w.bridges = nil
+	_, err = PlanOp(w.facts(), api.OpRequest{Op: api.OpStart, Guest: "web1"})
+	require.NoError(t, err)
 }

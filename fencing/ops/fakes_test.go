@@ -76,6 +76,7 @@ type world struct {
 	exports map[string][]api.Export
 	legs    map[string]map[string]map[string]channel.State // node → guest → disk
 	digest  map[string]string
+	bridges map[string][]hypervisor.BridgeInfo // node → what its fenced reports
 }
 
 func (w world) view() api.ClusterView {
@@ -107,6 +108,7 @@ func (w world) status(node string) api.NodeStatus {
 	if l, ok := w.legs[node]; ok {
 		st.Legs = l
 	}
+	st.Bridges = w.bridges[node]
 	return st
 }
 

@@ -356,7 +356,44 @@ func (f Facts) checkDest(g *configs.Guest, to string) error {
 		return refuse(fmt.Sprintf("start %s's mhcodi-fenced, or choose another node (%s can run on %s)", to, g.Name, orList(cands)),
 			fmt.Sprintf("%s does not answer (%s)", to, f.whyDown(to)))
 	}
+	if probs := f.bridgeProblems(g, to); len(probs) > 0 {
+		var others []string
+		for _, c := range cands {
+			if c != to {
+				others = append(others, c)
+			}
+		}
+		hint := fmt.Sprintf("create the bridge on %s (or name %s's own bridge in nodes[].networks of the cluster file)", to, to)
+		if len(others) > 0 {
+			hint += fmt.Sprintf(", or choose another node (%s can run on %s)", g.Name, orList(others))
+		}
+		return refuse(hint, fmt.Sprintf("%s cannot carry %s's NICs: %s", to, g.Name, strings.Join(probs, "; ")))
+	}
 	return nil
+}
+
+// bridgeProblems says, for each of g's NICs, what keeps to's bridge of
+// its network from carrying it, from what to's fenced reported: a node
+// that reports no bridges (an older fenced) is not second-guessed, and its
+// driver still checks before qemu starts.
+func (f Facts) bridgeProblems(g *configs.Guest, to string) []string {
+	nv, ok := f.node(to)
+	if !ok || nv.Status.Bridges == nil {
+		return nil
+	}
+	var out []string
+	for _, nic := range g.NICs {
+		br := f.Cfg.BridgeFor(to, nic.Network)
+		for _, bi := range nv.Status.Bridges {
+			if bi.Name != br {
+				continue
+			}
+			if p := bi.Problem(f.Cfg.Networks[nic.Network].VLAN); p != "" {
+				out = append(out, fmt.Sprintf("NIC %s (network %s): %s", nic.Name, nic.Network, p))
+			}
+		}
+	}
+	return out
 }
 
 // legPlan splits g's leg nodes into those to fence (they answered) and

@@ -42,6 +42,7 @@ const (
 	CodeExportUnfenced   = "export-unfenced" // a running guest's export accepts any initiator
 	CodeImportMissing    = "import-missing"  // the runner has no session to a remote leg
 	CodeNPlusOne         = "n-plus-1"        // a node's guests would not fit on their other nodes
+	CodeBridgeMissing    = "bridge-missing"  // a node lacks the bridge of a guest's network (or its VLAN filtering)
 )
 
 // Finding is one thing mhcodi verify found.
@@ -92,7 +93,29 @@ func Verify(cfg *configs.Config, v api.ClusterView) []Finding {
 		f.verifyGuest(name, add)
 	}
 	f.verifyNPlusOne(add)
+	f.verifyBridges(add)
 	return out
+}
+
+// verifyBridges reports, for every storage node that answers and every
+// guest that could run there (it holds a leg of every disk), a bridge of
+// the guest's networks the node lacks: a start or failover there would be
+// refused.
+func (f Facts) verifyBridges(add addFunc) {
+	for _, n := range f.Cfg.Nodes {
+		if n.Role != configs.RoleStorage || !f.up(n.Name) {
+			continue
+		}
+		for i := range f.Cfg.Guests {
+			g := &f.Cfg.Guests[i]
+			if len(g.NICs) == 0 || !slices.Contains(candidates(g), n.Name) {
+				continue
+			}
+			for _, p := range f.bridgeProblems(g, n.Name) {
+				add(SeverityError, CodeBridgeMissing, g.Name, n.Name, "%s cannot run %s: %s", n.Name, g.Name, p)
+			}
+		}
+	}
 }
 
 type addFunc func(sev, code, guest, node, format string, args ...any)

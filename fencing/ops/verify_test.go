@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mhcodi/mhcodi/fencing/api"
+	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
 	"github.com/mhcodi/mhcodi/guestraid/channel"
 )
@@ -201,4 +202,16 @@ func TestSummarize(t *testing.T) {
 	r = Summarize(w.cfg, w.view())
 	assert.Equal(t, "down", r.Guests[1].Disks[0].Legs[0].Word())
 	assert.False(t, r.Hosts[1].Up)
+}
+
+func TestVerifyBridgeMissing(t *testing.T) {
+	w := healthy(t)
+	w.bridges = map[string][]hypervisor.BridgeInfo{
+		"node-a": {{Name: "br-svc", Present: true, VLANFiltering: true}, {Name: "br-backup", Present: true}},
+		"node-b": {{Name: "br-backup", Present: true}, {Name: "br-vlans"}},
+	}
+	fs := Verify(w.cfg, w.view())
+	require.Len(t, fs, 1, FormatFindings(fs))
+	assert.Equal(t, Finding{Severity: SeverityError, Code: CodeBridgeMissing, Guest: "web1", Node: "node-b",
+		Message: "node-b cannot run web1: NIC svc (network svc): bridge br-vlans does not exist"}, fs[0])
 }
