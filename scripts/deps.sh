@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # deps.sh — install everything mhcodi's build, tests and demo need on Debian 12.
 #
-# Idempotent: a package is installed only when missing, the guest kernel is
+# Idempotent: Go is fetched only when no Go on the machine is as new as
+# go.mod asks, a package is installed only when missing, the guest kernel is
 # fetched only when the cached one is not the version linux-image-amd64 points
 # at, and staticcheck is built only when absent. Prints what it installed and
 # what it found already present. Run as root (make deps / make test call it).
 #
+#   scripts/deps.sh        everything
+#   scripts/deps.sh --go   only the Go step (needs no root)
+#
 # Environment:
 #   MHCODI_CACHE   cache directory (default: <repo>/.cache), git-ignored
 #   MHCODI_NO_APT  if set, never call apt-get (report missing packages and fail)
+#   MHCODI_GO_CANDIDATES  the go binaries to consider after <cache>/go/bin/go,
+#                  instead of /usr/local/go/bin/go, go on PATH and Debian's
+#                  /usr/lib/go-1.*/bin/go (the Go step's test sets it empty)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${MHCODI_CACHE:-$repo/.cache}
-export PATH=/usr/local/go/bin:/usr/sbin:/sbin:$PATH
+export PATH=/usr/sbin:/sbin:$PATH
 
 # Debian packages, each with the reason it is here.
 packages=(
@@ -40,7 +47,6 @@ packages=(
 log() { printf 'deps: %s\n' "$*"; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "must run as root (it installs Debian packages); try: sudo $0"
 command -v dpkg-query >/dev/null || die "dpkg-query not found: this script supports Debian 12 only"
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
@@ -55,6 +61,108 @@ apt_update() {
 }
 
 mkdir -p "$cache"
+
+# --- Go ----------------------------------------------------------------------
+# go.mod's toolchain line (or its go line) names the Go release the project
+# builds with. A go of that release or newer already here is used as it is.
+# Otherwise a Go new enough to fetch toolchains (1.21+) fetches that exact
+# release from the Go module proxy (as the module golang.org/toolchain, into
+# the module cache), and $cache/go links to it; the Makefile puts
+# $cache/go/bin first on PATH. When there is no such Go either, Debian's
+# golang-1.23 from bookworm-backports is downloaded with apt-get (its own
+# package lists under $cache/go-apt: apt's sources are left alone) and
+# unpacked into $cache/go-bootstrap, not installed.
+go_bootstrap_pkg=golang-1.23
+go_version() { # the version a go binary reports, without "go"; "" if it does not run
+	(cd / && GOTOOLCHAIN=local "$1" env GOVERSION 2>/dev/null | sed -n 's/^go\([0-9][0-9.]*\).*/\1/p') || true
+}
+version_ge() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n 1)" = "$2" ]; }
+go_required() {
+	local v
+	v=$(awk '$1 == "toolchain" { sub(/^go/, "", $2); print $2; exit }' "$repo/go.mod")
+	[ -n "$v" ] || v=$(awk '$1 == "go" { print $2; exit }' "$repo/go.mod")
+	[ -n "$v" ] || die "go.mod has no go line"
+	case $v in *.*.*) ;; *) v=$v.0 ;; esac # "go 1.26" is the release 1.26.0
+	echo "$v"
+}
+go_fetch_bootstrap() { # downloads Debian's Go into $cache/go-bootstrap; prints its go
+	local codename uri aptdir opts work deb
+	codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+	[ "$codename" = bookworm ] || die "no Go new enough here, and fetching Debian's $go_bootstrap_pkg is only done on bookworm (this is '$codename'): install Go $need from your distribution"
+	# The mirror this machine's apt uses for Debian itself.
+	uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ && $2 ~ /debian\/?$/ { print $2; exit }')
+	[ -n "$uri" ] || uri=$(cat /etc/apt/sources.list 2>/dev/null | awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }')
+	[ -n "$uri" ] || uri=http://deb.debian.org/debian
+	aptdir=$cache/go-apt
+	rm -rf "$aptdir" "$cache/go-bootstrap"
+	mkdir -p "$aptdir/sources" "$aptdir/lists/partial" "$aptdir/archives/partial"
+	printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+		"$uri" >"$aptdir/sources/backports.sources"
+	opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$aptdir/sources"
+		-o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache=$aptdir" -o "Dir::Cache::Archives=$aptdir/archives"
+		-o "Dir::State::status=/dev/null" -o "APT::Sandbox::User=root" -o "Debug::NoLocking=1")
+	log "downloading Debian's $go_bootstrap_pkg from $uri bookworm-backports" >&2
+	apt-get "${opts[@]}" update >"$aptdir/update.log" 2>&1 ||
+		die "apt-get update for bookworm-backports failed: $(tail -n 3 "$aptdir/update.log")"
+	work=$aptdir/debs
+	mkdir -p "$work"
+	(cd "$work" && apt-get "${opts[@]}" download "$go_bootstrap_pkg-go" "$go_bootstrap_pkg-src" >"$aptdir/download.log" 2>&1) ||
+		die "apt-get download $go_bootstrap_pkg-go $go_bootstrap_pkg-src failed: $(tail -n 3 "$aptdir/download.log")"
+	for deb in "$work"/*.deb; do
+		dpkg-deb -x "$deb" "$cache/go-bootstrap" || die "dpkg-deb -x $(basename "$deb") failed"
+	done
+	rm -rf "$aptdir"
+	echo "$cache/go-bootstrap/usr/lib/go-${go_bootstrap_pkg#golang-}/bin/go"
+}
+go_step() {
+	local need c v boot modcache dir arch
+	need=$(go_required)
+	local candidates=("$cache/go/bin/go") more
+	if [ -n "${MHCODI_GO_CANDIDATES+set}" ]; then
+		read -r -a more <<<"$MHCODI_GO_CANDIDATES"
+		candidates+=(${more[@]+"${more[@]}"})
+	else
+		candidates+=(/usr/local/go/bin/go)
+		c=$(command -v go || true)
+		[ -n "$c" ] && candidates+=("$c")
+		for c in /usr/lib/go-1.*/bin/go; do [ -x "$c" ] && candidates+=("$c"); done
+	fi
+	candidates+=("$cache/go-bootstrap/usr/lib/go-${go_bootstrap_pkg#golang-}/bin/go")
+	for c in "${candidates[@]}"; do
+		[ -x "$c" ] || continue
+		v=$(go_version "$c")
+		if [ -n "$v" ] && version_ge "$v" "$need"; then
+			log "present: go $v ($c; go.mod asks for $need)"
+			gobin=$(dirname "$c")
+			return 0
+		fi
+	done
+	boot=
+	for c in "${candidates[@]}"; do
+		[ -x "$c" ] || continue
+		v=$(go_version "$c")
+		if [ -n "$v" ] && version_ge "$v" 1.21; then boot=$c; break; fi
+	done
+	[ -n "$boot" ] || boot=$(go_fetch_bootstrap)
+	v=$(go_version "$boot")
+	[ -n "$v" ] || die "$boot does not run"
+	log "fetching Go $need through the Go module proxy with go $v ($boot)"
+	(cd "$repo" && GOTOOLCHAIN=go$need "$boot" version >"$cache/go-fetch.log" 2>&1) ||
+		die "go $v could not fetch Go $need (GOPROXY=$(cd / && GOTOOLCHAIN=local "$boot" env GOPROXY)): $(tail -n 3 "$cache/go-fetch.log")"
+	modcache=$(cd / && GOTOOLCHAIN=local "$boot" env GOMODCACHE)
+	arch=$(cd / && GOTOOLCHAIN=local "$boot" env GOHOSTARCH)
+	dir=$modcache/golang.org/toolchain@v0.0.1-go$need.linux-$arch
+	[ "$(go_version "$dir/bin/go")" = "$need" ] || die "Go $need is not in $dir after the fetch (see $cache/go-fetch.log)"
+	ln -sfn "$dir" "$cache/go"
+	log "installed: go $need in $cache/go (-> $dir)"
+	gobin=$cache/go/bin
+}
+gobin=
+go_step
+export PATH=$gobin:$PATH
+[ "${1:-}" = --go ] && exit 0
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (it installs Debian packages); try: sudo $0"
 
 # --- Debian packages ---------------------------------------------------------
 missing=()
