@@ -363,11 +363,24 @@ func TestOversizedDataDropsConnection(t *testing.T) {
 	h.SetITT(c.nextITT())
 	h.PutU32(pdu.OffTTT, pdu.Reserved)
 	h.PutU32(pdu.OffCmdSN, c.cmdSN)
-	c.send(&h, make([]byte, 1<<20)) // MaxRecvDataSegmentLength is 8192
+	// The target rejects the PDU on its header and closes without reading
+	// the megabyte behind it, so the client's write races the close and may
+	// end in ECONNRESET or EPIPE: that is the behaviour under test, not a
+	// failure. A small send buffer makes the race certain rather than 1 in
+	// 30, and the write runs on its own goroutine so that a target that
+	// neither reads nor closes shows up as expectClosed's timeout, not as a
+	// hung test.
+	require.NoError(t, c.nc.(*net.TCPConn).SetWriteBuffer(4096))
+	wrote := make(chan error, 1)
+	go func() { wrote <- c.w.WritePDU(&h, make([]byte, 1<<20)) }() // MaxRecvDataSegmentLength is 8192
 	r, _ := c.recv()
 	assert.Equal(t, pdu.OpReject, r.Opcode())
 	c.expectClosed()
 	require.Eventually(t, func() bool { return len(f.srv.Sessions()) == 0 }, 5*time.Second, 10*time.Millisecond)
+	c.nc.Close()
+	if err := <-wrote; err != nil {
+		t.Logf("the client's write ended as expected when the target dropped the connection: %v", err)
+	}
 }
 
 func TestGarbageDuringLogin(t *testing.T) {
