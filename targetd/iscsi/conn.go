@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ const loginMaxData = 8192
 type conn struct {
 	srv *Server
 	nc  net.Conn
+	src netip.Addr // the remote address, what logins are throttled by
 	log *slog.Logger
 	r   *pdu.Reader
 
@@ -46,6 +48,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{
 		srv:    s,
 		nc:     nc,
+		src:    remoteAddr(nc),
 		log:    s.log.With("remote", nc.RemoteAddr().String()),
 		r:      pdu.NewReader(nc, 256<<10),
 		w:      pdu.NewWriter(nc),
@@ -87,9 +90,13 @@ func (c *conn) drain(ctx context.Context) {
 
 func (c *conn) serve() {
 	defer c.close("connection ended")
+	if !c.srv.authTurn(c) {
+		return
+	}
 	sess, err := c.login()
 	if err != nil {
-		if !errors.Is(err, io.EOF) && !c.isClosed() {
+		// Authentication failures were logged (or counted) by authFailed.
+		if !errors.Is(err, io.EOF) && !c.isClosed() && !isAuthFailure(err) {
 			c.log.Warn("login failed", "err", err)
 		}
 		return
@@ -131,6 +138,7 @@ func (c *conn) login() (*session, error) {
 	var h pdu.Header
 	data := make([]byte, 0, loginMaxData)
 	first := true
+	chapOK := false // the initiator answered our CHAP challenge
 	var cmdSN uint32
 	for {
 		if err := c.r.ReadHeader(&h); err != nil {
@@ -183,6 +191,15 @@ func (c *conn) login() (*session, error) {
 			} else {
 				tsih = sess.tsih
 			}
+		}
+		// The throttle learns the verdict on a CHAP answer before the
+		// initiator does: a source that reconnects at once must find its
+		// failure counted.
+		if isAuthFailure(stepErr) {
+			c.srv.authFailed(c, stepErr)
+		} else if !chapOK && lg.Result().CHAP {
+			chapOK = true
+			c.srv.authSucceeded(c)
 		}
 		var rh pdu.Header
 		rh.SetOpcode(pdu.OpLoginResp)

@@ -65,6 +65,17 @@ type Config struct {
 	IdleKick time.Duration
 	// LoginTimeout bounds the whole login phase.
 	LoginTimeout time.Duration
+	// AuthDelay throttles CHAP guessing: after a login from a source (a
+	// remote IP address) fails to authenticate, its next login is served
+	// only AuthDelay later, twice that after a second failure, and so on
+	// up to AuthMaxDelay; logins arriving together take turns. A CHAP
+	// login that succeeds forgets the source's failures. Zero means 1 s
+	// (AuthMaxDelay 4 s); negative disables the throttle.
+	AuthDelay, AuthMaxDelay time.Duration
+	// AuthLogWindow: the first authentication failure of a source is
+	// logged, the ones within this window after it are summed up in one
+	// line at its end. Zero means one minute.
+	AuthLogWindow time.Duration
 	// Observe, if set, is called after every SCSI command.
 	Observe func(Event)
 	Logger  *slog.Logger
@@ -97,6 +108,11 @@ type Server struct {
 	log  *slog.Logger
 	bufs bufPool
 
+	authMu     sync.Mutex
+	auth       *authThrottle // nil: no throttle
+	authTimer  *time.Timer   // ends the throttle's log windows
+	authClosed bool
+
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
@@ -126,13 +142,27 @@ func NewServer(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{
+	if cfg.AuthDelay == 0 {
+		cfg.AuthDelay = defaultAuthDelay
+		if cfg.AuthMaxDelay == 0 {
+			cfg.AuthMaxDelay = defaultAuthMaxDelay
+		}
+	}
+	cfg.AuthMaxDelay = max(cfg.AuthMaxDelay, cfg.AuthDelay)
+	if cfg.AuthLogWindow <= 0 {
+		cfg.AuthLogWindow = defaultAuthLogWindow
+	}
+	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		sessions:  map[sessionKey]*session{},
 	}
+	if cfg.AuthDelay > 0 {
+		s.auth = newAuthThrottle(cfg.AuthDelay, cfg.AuthMaxDelay, cfg.AuthLogWindow)
+	}
+	return s
 }
 
 // ErrServerClosed is returned by Serve after Close.
@@ -218,12 +248,14 @@ func (s *Server) Shutdown(ctx context.Context, graceful bool) error {
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	s.closeAuth()
+	return err
 }
 
 // SessionInfo describes a logged-in session, for the control API.
