@@ -35,6 +35,10 @@ type ExportInfo struct {
 	Size     int64      `json:"size"`
 	Fence    FenceState `json:"fence"`
 	Sessions int        `json:"sessions"`
+	// SyncError is the failed fdatasync that latched the export's volume:
+	// from then on every write and sync of it fails, until targetd is
+	// restarted (see volume.Volume.Sync). Empty while healthy.
+	SyncError string `json:"sync_error,omitempty"`
 }
 
 // Exports lists the exports.
@@ -47,10 +51,14 @@ func (d *Daemon) Exports() []ExportInfo {
 	defer d.mu.RUnlock()
 	out := make([]ExportInfo, 0, len(d.exports))
 	for iqn, e := range d.exports {
-		out = append(out, ExportInfo{
+		info := ExportInfo{
 			Target: iqn, Guest: e.leg.Guest, Disk: e.leg.Disk, Volume: e.vol.Path(),
 			Size: e.vol.Size(), Fence: d.fence.get(iqn), Sessions: sessions[iqn],
-		})
+		}
+		if err := e.vol.SyncErr(); err != nil {
+			info.SyncError = err.Error()
+		}
+		out = append(out, info)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Target < out[j].Target })
 	return out

@@ -37,6 +37,12 @@ type Options struct {
 	// NopInterval and NopTimeout: see iscsi.Config (defaults 5 s / 10 s).
 	NopInterval, NopTimeout time.Duration
 	Logger                  *slog.Logger
+
+	// openVolume opens a leg's volume (default: the backend's Open); the
+	// package's tests put failing devices in here.
+	openVolume func(ctx context.Context, b volume.Backend, name string) (exportVolume, error)
+	// now is the clock of the failure log's rate limit (default time.Now).
+	now func() time.Time
 }
 
 // Daemon is mhcodi-targetd: the node's legs exported over iSCSI.
@@ -60,10 +66,22 @@ type Daemon struct {
 type export struct {
 	leg    configs.LegInfo
 	iqn    string
-	vol    *volume.Volume
+	vol    exportVolume
 	lu     *scsi.LU
 	target *scsi.Target
 	scsi   iscsi.SCSITarget
+}
+
+// exportVolume is what an export needs of its volume: a *volume.Volume
+// (tests inject failing ones through Options.openVolume).
+type exportVolume interface {
+	scsi.BlockDev
+	Path() string
+	Refresh() (int64, error)
+	ReadSize() (int64, error)
+	SyncErr() error
+	OnFailure(func(volume.Failure))
+	Close() error
 }
 
 // New opens the node's legs and prepares the iSCSI server; Serve starts it.
@@ -79,6 +97,14 @@ func New(opts Options) (*Daemon, error) {
 	}
 	if opts.NopTimeout == 0 {
 		opts.NopTimeout = 10 * time.Second
+	}
+	if opts.openVolume == nil {
+		opts.openVolume = func(ctx context.Context, b volume.Backend, name string) (exportVolume, error) {
+			return b.Open(ctx, name)
+		}
+	}
+	if opts.now == nil {
+		opts.now = time.Now
 	}
 	n, ok := opts.Config.Node(opts.Node)
 	if !ok {
@@ -180,7 +206,8 @@ func (d *Daemon) closeExports() {
 // Reload applies a (re-read) cluster file: new legs are exported, legs that
 // left the config are withdrawn (their sessions dropped), grown volumes
 // raise CAPACITY DATA HAS CHANGED. Sessions of unchanged legs are left
-// alone. On error nothing changes.
+// alone. A volume smaller than its disk in the cluster file is refused
+// (see checkLegSize), new or already exported. On error nothing changes.
 func (d *Daemon) Reload(cfg *configs.Config) error {
 	n, ok := cfg.Node(d.opts.Node)
 	if !ok || n.Role != configs.RoleStorage {
@@ -202,7 +229,7 @@ func (d *Daemon) Reload(cfg *configs.Config) error {
 	d.mu.RLock()
 	var add []configs.LegInfo
 	var remove []string
-	var grown []*export
+	var kept []keptLeg
 	for iqn, l := range want {
 		e, ok := d.exports[iqn]
 		switch {
@@ -212,7 +239,7 @@ func (d *Daemon) Reload(cfg *configs.Config) error {
 			remove = append(remove, iqn)
 			add = append(add, l)
 		default:
-			grown = append(grown, e)
+			kept = append(kept, keptLeg{e, l})
 		}
 	}
 	for iqn := range d.exports {
@@ -223,9 +250,20 @@ func (d *Daemon) Reload(cfg *configs.Config) error {
 	d.mu.RUnlock()
 
 	ctx := context.Background()
+	// The legs already exported are checked against the new file first:
+	// it may give a disk a size its volume does not have yet.
+	for _, k := range kept {
+		actual, err := k.e.vol.ReadSize()
+		if err != nil {
+			continue // warned about below, as before, and served as it is
+		}
+		if err := d.checkLegSize(ctx, backend, cfg.Path, k.leg, actual); err != nil {
+			return err
+		}
+	}
 	opened := map[string]*export{}
 	for _, l := range add {
-		e, err := openExport(ctx, backend, l)
+		e, err := d.openExport(ctx, backend, cfg.Path, l)
 		if err != nil {
 			for _, o := range opened {
 				o.vol.Close()
@@ -245,6 +283,9 @@ func (d *Daemon) Reload(cfg *configs.Config) error {
 	for iqn, e := range opened {
 		d.exports[iqn] = e
 	}
+	for _, k := range kept {
+		k.e.leg = k.leg // the same volume; the disk's size may be new
+	}
 	d.mu.Unlock()
 
 	for _, e := range gone {
@@ -258,7 +299,8 @@ func (d *Daemon) Reload(cfg *configs.Config) error {
 	for _, e := range opened {
 		d.log.Info("exporting", "target", e.iqn, "volume", e.vol.Path(), "size", e.vol.Size())
 	}
-	for _, e := range grown {
+	for _, k := range kept {
+		e := k.e
 		before := e.vol.Size()
 		after, err := e.vol.Refresh()
 		if err != nil {
@@ -273,11 +315,53 @@ func (d *Daemon) Reload(cfg *configs.Config) error {
 	return nil
 }
 
-func openExport(ctx context.Context, b volume.Backend, l configs.LegInfo) (*export, error) {
-	vol, err := b.Open(ctx, l.Volume)
+// keptLeg is an export a reload keeps, with its leg in the new file.
+type keptLeg struct {
+	e   *export
+	leg configs.LegInfo
+}
+
+// checkLegSize compares a leg's volume, actual bytes, with the size the
+// cluster file gives its disk. A smaller volume is refused: the guest was
+// promised the whole disk, and its md would find the leg too small to
+// hold the array (or, for a new array, make one that no longer fits the
+// cluster file). A larger one is exported whole, with a warning: growing a
+// disk means extending both volumes, then the cluster file, and a targetd
+// restarted in between must keep serving the leg already extended. Sizes
+// the backend rounds up to (whole LVM extents) are the right size.
+func (d *Daemon) checkLegSize(ctx context.Context, b volume.Backend, cfgPath string, l configs.LegInfo, actual int64) error {
+	want := int64(l.Size)
+	ok, err := b.SizeOK(ctx, want, actual)
+	if err != nil {
+		return fmt.Errorf("export %s: checking the size of volume %s: %w", l.TargetIQN, l.Volume, err)
+	}
+	switch {
+	case ok:
+		return nil
+	case actual < want:
+		return fmt.Errorf("export %s: volume %s is %s (%d bytes), but the cluster file %s gives disk %s of guest %s %s (%d bytes): refusing to export a leg smaller than its disk (correct the size in the cluster file, or grow the volume to it)",
+			l.TargetIQN, l.Volume, volume.FormatSize(actual), actual, cfgPath, l.Disk, l.Guest, volume.FormatSize(want), want)
+	}
+	d.log.Warn("volume is larger than its disk in the cluster file; exporting all of it",
+		"target", l.TargetIQN, "volume", l.Volume, "size", actual, "size_configured", want,
+		"hint", "if the disk was grown on purpose, set its size in the cluster file to "+volume.FormatSize(actual))
+	return nil
+}
+
+// openExport opens leg l's volume, checks its size and makes its LU.
+func (d *Daemon) openExport(ctx context.Context, b volume.Backend, cfgPath string, l configs.LegInfo) (*export, error) {
+	vol, err := d.opts.openVolume(ctx, b, l.Volume)
 	if err != nil {
 		return nil, fmt.Errorf("export %s: %w (create it with: mhcodi volume create --node %s --guest %s)", l.TargetIQN, err, l.Node, l.Guest)
 	}
+	if err := d.checkLegSize(ctx, b, cfgPath, l, vol.Size()); err != nil {
+		vol.Close()
+		return nil, err
+	}
+	health := newVolumeHealth(l.TargetIQN, l.Volume, vol.Path(), d.log, d.opts.now, func(op volume.Op, cause string) {
+		d.metrics.ioError(l.TargetIQN, op, cause)
+	})
+	vol.OnFailure(health.failed)
 	lu, err := scsi.NewLU(scsi.LUConfig{
 		Dev:       vol,
 		Serial:    l.Serial,

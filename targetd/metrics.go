@@ -8,6 +8,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/targetd/iscsi"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
+	"github.com/mhcodi/mhcodi/targetd/volume"
 )
 
 // metrics are targetd's Prometheus metrics, on a registry of the daemon's
@@ -17,6 +18,7 @@ type metrics struct {
 	commands *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	ioErrors *prometheus.CounterVec
 
 	mu     sync.Mutex
 	byExpo map[string]*exportMetrics // per target, so the hot path does no label lookups
@@ -45,9 +47,13 @@ func newMetrics(d *Daemon) *metrics {
 			Help:    "Time from a command's arrival to its status, by export and kind.",
 			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16), // 25 µs .. 0.8 s
 		}, []string{"target", "kind"}),
+		ioErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "mhcodi", Subsystem: "targetd", Name: "io_errors_total",
+			Help: "Failed volume operations, by export, operation (read, write, sync, discard) and cause (no_space: the filesystem or thin pool is full; sync_failed: refused since an earlier fdatasync failed; io: any other device error).",
+		}, []string{"target", "op", "cause"}),
 		byExpo: map[string]*exportMetrics{},
 	}
-	m.reg.MustRegister(m.commands, m.bytes, m.latency,
+	m.reg.MustRegister(m.commands, m.bytes, m.latency, m.ioErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{d: d})
 	return m
@@ -93,6 +99,12 @@ func (m *metrics) observe(ev iscsi.Event) {
 	}
 }
 
+// ioError counts one failed volume operation; failures are rare, so the
+// label lookup is no burden.
+func (m *metrics) ioError(target string, op volume.Op, cause string) {
+	m.ioErrors.WithLabelValues(target, string(op), cause).Inc()
+}
+
 // isRead reports whether a CDB opcode is a READ(6/10/12/16).
 func isRead(op byte) bool { return op == 0x08 || op == 0x28 || op == 0xa8 || op == 0x88 }
 
@@ -103,12 +115,14 @@ var (
 	sessionsDesc = prometheus.NewDesc("mhcodi_targetd_sessions", "Logged-in sessions, by export.", []string{"target"}, nil)
 	epochDesc    = prometheus.NewDesc("mhcodi_targetd_fence_epoch", "Fencing epoch of each export (0: never fenced).", []string{"target", "owner"}, nil)
 	sizeDesc     = prometheus.NewDesc("mhcodi_targetd_export_size_bytes", "Size of each exported leg.", []string{"target"}, nil)
+	syncDesc     = prometheus.NewDesc("mhcodi_targetd_export_sync_failed", "1 once an fdatasync of the export's volume failed: it fails every write and sync until targetd restarts.", []string{"target"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sessionsDesc
 	ch <- epochDesc
 	ch <- sizeDesc
+	ch <- syncDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -116,6 +130,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sessionsDesc, prometheus.GaugeValue, float64(e.Sessions), e.Target)
 		ch <- prometheus.MustNewConstMetric(epochDesc, prometheus.GaugeValue, float64(e.Fence.Epoch), e.Target, e.Fence.Owner)
 		ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(e.Size), e.Target)
+		failed := 0.0
+		if e.SyncError != "" {
+			failed = 1
+		}
+		ch <- prometheus.MustNewConstMetric(syncDesc, prometheus.GaugeValue, failed, e.Target)
 	}
 }
 

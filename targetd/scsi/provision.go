@@ -91,7 +91,7 @@ func (x *exec) writeSame() Result {
 		}
 		c := min(n-done, chunkBlocks)
 		if _, err := x.lu.dev.WriteAt(buf[:c*bs], int64((lba+done)*bs)); err != nil {
-			return withXfer(writeError(), xfer)
+			return withXfer(x.writeFailed(err), xfer)
 		}
 		done += c
 	}

@@ -2,8 +2,10 @@ package scsi
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math"
+	"syscall"
 )
 
 // xferLen converts blocks to a byte count for Result.TransferLen,
@@ -19,6 +21,20 @@ func readError() Result  { return checkCondition(SenseMediumError, ascUnrecovere
 func writeError() Result { return checkCondition(SenseMediumError, ascWriteError) }
 func writeProtected() Result {
 	return checkCondition(SenseDataProtect, ascWriteProtected)
+}
+
+// writeFailed is the answer to a write or sync the device failed with
+// err. On a thin-provisioned LU a device out of space (the
+// filesystem under a sparse file is full, a thin pool is exhausted, a
+// quota is reached) is SPACE ALLOCATION FAILED WRITE PROTECT, what SBC-4
+// asks of a thin-provisioned LU that cannot allocate (its resource
+// exhaustion rules): the initiator and its operator learn "add space",
+// where MEDIUM ERROR would claim the medium is bad.
+func (x *exec) writeFailed(err error) Result {
+	if x.lu.cfg.ThinProvisioned && (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+		return checkCondition(SenseDataProtect, ascSpaceAllocFailedWP)
+	}
+	return writeError()
 }
 
 // readFull fills p from off; a short read is an error even with io.EOF
@@ -136,7 +152,7 @@ func (x *exec) writeAt(data []byte, lba uint64, durable bool) Result {
 	_, err := x.lu.dev.WriteAt(data, int64(lba)<<x.lu.shift)
 	x.lu.unlockStripes(mask, false)
 	if err != nil {
-		return writeError()
+		return x.writeFailed(err)
 	}
 	return x.syncIf(durable)
 }
@@ -145,7 +161,7 @@ func (x *exec) writeAt(data []byte, lba uint64, durable bool) Result {
 func (x *exec) syncIf(durable bool) Result {
 	if durable || !x.lu.wce.Load() {
 		if err := x.lu.dev.Sync(); err != nil {
-			return writeError()
+			return x.writeFailed(err)
 		}
 	}
 	return good()
@@ -284,7 +300,7 @@ func (x *exec) compareAndWrite() Result {
 		return Result{}
 	}
 	if _, err := x.lu.dev.WriteAt(writeData, int64(lba)<<x.lu.shift); err != nil {
-		return withXfer(writeError(), xfer)
+		return withXfer(x.writeFailed(err), xfer)
 	}
 	return withXfer(x.syncIf(cdb[1]&0x08 != 0), xfer)
 }
@@ -316,7 +332,7 @@ func (x *exec) orWrite() Result {
 		buf[i] |= data[i]
 	}
 	if _, err := x.lu.dev.WriteAt(buf, off); err != nil {
-		return withXfer(writeError(), xfer)
+		return withXfer(x.writeFailed(err), xfer)
 	}
 	return withXfer(x.syncIf(rw.flags&0x08 != 0), xfer)
 }
@@ -349,7 +365,7 @@ func (x *exec) syncCache() Result {
 		return res
 	}
 	if err := x.lu.dev.Sync(); err != nil {
-		return writeError()
+		return x.writeFailed(err)
 	}
 	return good()
 }

@@ -30,6 +30,7 @@ const (
 	ascInvalidFieldInParamList  asc = 0x2600
 	ascInvalidReleaseOfPR       asc = 0x2604
 	ascWriteProtected           asc = 0x2700
+	ascSpaceAllocFailedWP       asc = 0x2707 // SPACE ALLOCATION FAILED WRITE PROTECT
 	ascPowerOnReset             asc = 0x2900
 	ascBusDeviceReset           asc = 0x2903
 	ascModeParametersChanged    asc = 0x2a01

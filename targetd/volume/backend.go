@@ -72,6 +72,9 @@ var (
 	ErrInUse       = errors.New("volume is in use")
 	ErrOutOfRange  = errors.New("beyond the end of the volume")
 	ErrClosed      = errors.New("volume is closed")
+	// ErrSyncFailed: an earlier fdatasync of the volume failed, so writes
+	// it acknowledged may be lost; see Volume.Sync.
+	ErrSyncFailed = errors.New("an earlier fdatasync failed and writes it covered may be lost")
 )
 
 // Option configures New.
