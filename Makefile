@@ -23,7 +23,7 @@ FUZZ_TARGETS := \
 	./initiator/nbd:FuzzDecodeRequest ./initiator/nbd:FuzzServeConn ./initiator/iscsiclient:FuzzLoginMachine \
 	./guestraid/channel:FuzzDecode
 
-.PHONY: all deps build image test unit lint fuzz demo bench clean
+.PHONY: all deps build image test unit lint fuzz demo bench clean deb
 
 all: build
 
@@ -87,7 +87,14 @@ bench-target: deps
 	$(GO) run ./test/cmd/bench-target $(BENCH_TARGET_FLAGS)
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist
+
+# Debian packages: dist/mhcodi_<version>-1_amd64.deb (binaries, units, an
+# example /etc/mhcodi/cluster.yaml, manual pages, completions) and
+# dist/mhcodi-guest_<version>-1_amd64.deb (guestraid, its initramfs hook
+# and watch unit), built with nfpm (packaging/). Needs Go, not root.
+deb:
+	VERSION='$(VERSION)' GO='$(GO)' bash packaging/deb.sh
 
 # Inside a guest of the test cluster: sequential MB/s of md0 against its
 # local leg alone and its remote leg alone, per request size (about a

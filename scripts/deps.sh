@@ -42,6 +42,8 @@ packages=(
 	procps            # ps/pgrep used by test clean-up checks
 	psmisc            # fuser
 	make
+	lintian           # make test checks the .deb packages (make deb)
+	man-db            # ... and their manual pages (man -l)
 )
 
 log() { printf 'deps: %s\n' "$*"; }

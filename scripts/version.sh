@@ -2,8 +2,10 @@
 # version.sh — the version of this tree, from git describe.
 #
 #   scripts/version.sh         1.2.0, 1.2.0-5-g1a2b3c4d, 0.0.0-174-g6d1c105c-dirty
-#   scripts/version.sh --deb   the same as a Debian version: 1.2.0, 1.2.0+git5.g1a2b3c4d,
-#                              0.0.0+git174.g6d1c105c.dirty (sorts after the tag it follows)
+#   scripts/version.sh --deb [VERSION]
+#                              this (or VERSION) as a Debian upstream version: 1.2.0,
+#                              1.2.0+git5.g1a2b3c4d, 0.0.0+git174.g6d1c105c.dirty
+#                              (sorts after the tag it follows)
 #
 # With a tag vX.Y.Z it is git describe's own output less the "v". A tree
 # without such a tag counts from v0.0.0 at its first commit. Outside git
@@ -12,7 +14,9 @@ set -eu
 cd "$(dirname "$0")/.."
 
 v=
-if git rev-parse --git-dir >/dev/null 2>&1; then
+if [ "${1:-}" = --deb ] && [ -n "${2:-}" ]; then
+	v=$2
+elif git rev-parse --git-dir >/dev/null 2>&1; then
 	if d=$(git describe --tags --match 'v[0-9]*' --abbrev=8 --dirty 2>/dev/null); then
 		v=${d#v}
 	else
