@@ -69,6 +69,10 @@ type Export struct {
 	Owner    string `json:"owner,omitempty"` // fenced to this node's initiator; "" = not fenced
 	Epoch    uint64 `json:"epoch"`
 	Sessions int    `json:"sessions"`
+	// SyncError is the failed fdatasync that latched the export's volume
+	// (targetd fails every later write and sync of it): the leg holds
+	// writes that may be lost and needs a full resync.
+	SyncError string `json:"sync_error,omitempty"`
 }
 
 // FenceRequest asks a node to accept guest's LUNs (every disk, or Disk)

@@ -203,7 +203,7 @@ func (s *Server) NodeStatus(ctx context.Context) (NodeStatusResponse, error) {
 				owner = e.Fence.Owner
 			}
 		}
-		st.Exports = append(st.Exports, api.Export{Guest: e.Guest, Disk: e.Disk, Target: e.Target, Owner: owner, Epoch: e.Fence.Epoch, Sessions: e.Sessions})
+		st.Exports = append(st.Exports, api.Export{Guest: e.Guest, Disk: e.Disk, Target: e.Target, Owner: owner, Epoch: e.Fence.Epoch, Sessions: e.Sessions, SyncError: e.SyncError})
 	}
 	if s.channels != nil {
 		st.Legs = s.channels.Legs()

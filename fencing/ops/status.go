@@ -21,6 +21,7 @@ const (
 	LegMissing   = "missing"   // the guest has no device for it, or its node does not export it
 	LegDown      = "down"      // its node does not answer
 	LegUnknown   = "unknown"   // the guest runs but its guestraid has not reported the leg
+	LegFailed    = "failed"    // its volume failed an fdatasync: targetd fails every write to it (SyncError)
 )
 
 // Report is mhcodi status: the hosts and every guest, from a view.
@@ -74,6 +75,7 @@ type LegRow struct {
 	State      string  `json:"state"`
 	Progress   float64 `json:"progress,omitempty"`    // 0..1 while resyncing
 	StaleEpoch uint64  `json:"stale_epoch,omitempty"` // when stale
+	SyncError  string  `json:"sync_error,omitempty"`  // when failed
 }
 
 // Word is the leg's state as a table shows it: "up", "resyncing 42%",
@@ -88,6 +90,8 @@ func (l LegRow) Word() string {
 			s += fmt.Sprintf(", resyncing %d%%", int(l.Progress*100))
 		}
 		return s
+	case LegFailed:
+		return "failed (fdatasync failed: writes refused)"
 	}
 	return l.State
 }
@@ -190,6 +194,13 @@ func (f Facts) legRow(rec ledger.Record, running []string, guest, disk, node str
 	}
 	if !f.up(node) {
 		l.State = LegDown
+		return l
+	}
+	// A volume whose fdatasync failed outranks what md says: md sees the
+	// writes that now fail only when they come, and a bitmap resync would
+	// not restore what the failed sync lost.
+	if e, ok := f.export(node, guest, disk); ok && e.SyncError != "" {
+		l.State, l.SyncError = LegFailed, e.SyncError
 		return l
 	}
 	switch {

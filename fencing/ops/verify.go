@@ -37,6 +37,7 @@ const (
 	CodeLegStale         = "leg-stale"
 	CodeLegMissing       = "leg-missing"
 	CodeLegDegraded      = "leg-degraded"
+	CodeLegFailed        = "leg-failed" // the leg's volume failed an fdatasync
 	CodeExportMissing    = "export-missing"  // a leg's node does not export it
 	CodeExportFence      = "export-fence"    // an export is fenced to another owner or epoch
 	CodeExportUnfenced   = "export-unfenced" // a running guest's export accepts any initiator
@@ -213,6 +214,8 @@ func (f Facts) verifyLeg(g *configs.Guest, d configs.Disk, node string, rec ledg
 		add(sev, CodeLegStale, g.Name, node, "%s is stale since epoch %d (it may hold another runner's writes): %s", leg, l.StaleEpoch, more)
 	case LegDegraded:
 		add(SeverityError, CodeLegDegraded, g.Name, node, "%s is out of the array: the disk has one copy", leg)
+	case LegFailed:
+		add(SeverityError, CodeLegFailed, g.Name, node, "%s failed an fdatasync (%s): targetd fails every write to it; fix the device, restart mhcodi-targetd on %s and have the leg resynced in full", leg, l.SyncError, node)
 	case LegResyncing:
 		add(SeverityWarning, CodeLegDegraded, g.Name, node, "%s is being resynced (%d%%): the disk has one current copy until it ends", leg, int(l.Progress*100))
 	case LegMissing:

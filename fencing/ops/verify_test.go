@@ -215,3 +215,26 @@ func TestVerifyBridgeMissing(t *testing.T) {
 	assert.Equal(t, Finding{Severity: SeverityError, Code: CodeBridgeMissing, Guest: "web1", Node: "node-b",
 		Message: "node-b cannot run web1: NIC svc (network svc): bridge br-vlans does not exist"}, fs[0])
 }
+
+// TestLegSyncFailed: a leg whose volume failed an fdatasync (targetd
+// latched it: issue 12) shows as failed in status and is an error in
+// verify, whatever md says of it yet.
+func TestLegSyncFailed(t *testing.T) {
+	w := healthy(t)
+	exps := w.exports["node-b"]
+	exps[0].SyncError = "fdatasync /var/lib/mhcodi/mhc-web1-root: input/output error"
+	r := Summarize(w.cfg, w.view())
+	leg := r.Guests[0].Disks[0].Legs[1]
+	assert.Equal(t, "node-b", leg.Node)
+	assert.Equal(t, LegFailed, leg.State)
+	assert.Equal(t, "failed (fdatasync failed: writes refused)", leg.Word())
+	assert.Equal(t, exps[0].SyncError, leg.SyncError)
+
+	fs := Verify(w.cfg, w.view())
+	require.Len(t, fs, 1, FormatFindings(fs))
+	assert.Equal(t, SeverityError, fs[0].Severity)
+	assert.Equal(t, CodeLegFailed, fs[0].Code)
+	assert.Equal(t, "node-b", fs[0].Node)
+	assert.Contains(t, fs[0].Message, "input/output error")
+	assert.Contains(t, fs[0].Message, "resynced in full")
+}
