@@ -34,7 +34,7 @@ func (x *exec) startStopUnit() Result {
 	start, noFlush := cdb[4]&0x01 != 0, cdb[4]&0x04 != 0
 	if !start && !noFlush {
 		if err := x.lu.dev.Sync(); err != nil {
-			return writeError()
+			return x.writeFailed(err)
 		}
 	}
 	return good()

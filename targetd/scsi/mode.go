@@ -225,7 +225,7 @@ func (x *exec) modeSelect() Result {
 		// data").
 		if (wceChanged && !wce) || (swpChanged && swp) {
 			if err := x.lu.dev.Sync(); err != nil {
-				return withXfer(writeError(), xfer)
+				return withXfer(x.writeFailed(err), xfer)
 			}
 		}
 		n := x.cmd.Nexus

@@ -113,3 +113,17 @@ func TestWriteFailuresStayMediumErrors(t *testing.T) {
 	}
 	requireSense(t, f.do(nexusA, rw10c(opSyncCache10, 0, 0, 0), nil), SenseMediumError, ascWriteError)
 }
+
+// TestNoSpaceOnStopFlush: the flush of START STOP UNIT (stop, no
+// NO_FLUSH) that runs out of space answers like SYNCHRONIZE CACHE does on
+// a thin LU, not MEDIUM ERROR.
+func TestNoSpaceOnStopFlush(t *testing.T) {
+	f, dev := newFailingFixture(t, thin)
+	dev.set(nil, syscall.ENOSPC)
+	stop := []byte{opStartStopUnit, 0, 0, 0, 0x00, 0}
+	requireSense(t, f.do(nexusA, stop, nil), SenseDataProtect, ascSpaceAllocFailedWP)
+	dev.set(nil, syscall.EIO)
+	requireSense(t, f.do(nexusA, stop, nil), SenseMediumError, ascWriteError)
+	dev.set(nil, nil)
+	requireGood(t, f.do(nexusA, stop, nil))
+}

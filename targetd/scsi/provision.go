@@ -70,7 +70,7 @@ func (x *exec) writeSame() Result {
 			return Result{}
 		}
 		if err := x.lu.dev.Discard(int64(lba)<<x.lu.shift, int64(n)<<x.lu.shift); err != nil {
-			return withXfer(writeError(), xfer)
+			return withXfer(x.writeFailed(err), xfer)
 		}
 		return withXfer(x.syncIf(false), xfer)
 	}
@@ -165,7 +165,7 @@ func (x *exec) unmap() Result {
 		err := x.lu.dev.Discard(int64(lba)<<x.lu.shift, int64(n)<<x.lu.shift)
 		x.lu.unlockStripes(mask, false)
 		if err != nil {
-			return withXfer(writeError(), uint32(plen))
+			return withXfer(x.writeFailed(err), uint32(plen))
 		}
 	}
 	return withXfer(good(), uint32(plen))
