@@ -37,7 +37,7 @@ const (
 	CodeLegStale         = "leg-stale"
 	CodeLegMissing       = "leg-missing"
 	CodeLegDegraded      = "leg-degraded"
-	CodeLegFailed        = "leg-failed" // the leg's volume failed an fdatasync
+	CodeLegFailed        = "leg-failed"      // the leg's volume failed an fdatasync
 	CodeExportMissing    = "export-missing"  // a leg's node does not export it
 	CodeExportFence      = "export-fence"    // an export is fenced to another owner or epoch
 	CodeExportUnfenced   = "export-unfenced" // a running guest's export accepts any initiator
