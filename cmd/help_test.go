@@ -103,6 +103,8 @@ func checkArgNames(t *testing.T, what, usage string, re *regexp.Regexp) {
 	for flag, arg := range names {
 		assert.NotContains(t, arg, " ", "%s: flag %s has the argument name %q", what, flag, arg)
 		assert.NotContains(t, arg, "`", "%s: flag %s", what, flag)
+		// The flag package's default for a flag.Var: says nothing.
+		assert.NotEqual(t, "value", arg, "%s: flag %s has no argument name (back-quote one in its usage)", what, flag)
 	}
 }
 

@@ -45,7 +45,7 @@ func run(args []string) int {
 	nopTimeout := fs.Duration("nop-timeout", 10*time.Second, "drop a connection whose initiator does not answer a ping within this")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ip:port (default: the node's management address, port 9595; \"off\" disables)")
 	var extra stringList
-	fs.Var(&extra, "allow-initiator", "also admit this initiator IQN, without CHAP (repeatable; for conformance tools)")
+	fs.Var(&extra, "allow-initiator", "also admit this initiator `IQN`, without CHAP (repeatable; for conformance tools)")
 	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
 		return code
 	}
