@@ -134,6 +134,17 @@ func TestDeb(t *testing.T) {
 	run(t, "", nil, filepath.Join(root, "usr/bin/mhcodi"), "config", "check", "--config",
 		filepath.Join(root, "etc/mhcodi/cluster.yaml"))
 
+	// The guide's image step, from the package's programs.
+	if kernel, err := filepath.Abs(filepath.Join(repo, ".cache/kernel")); err == nil {
+		if _, err := os.Stat(filepath.Join(kernel, "VERSION")); err == nil {
+			out := run(t, "", nil, filepath.Join(root, "usr/bin/mhcodi"), "image", "build",
+				"--out", filepath.Join(tmp, "image"), "--kernel-dir", kernel, "--bin-dir", filepath.Join(root, "usr/lib/mhcodi"))
+			assert.Contains(t, out, "built")
+		} else {
+			t.Logf("no guest kernel in %s (scripts/deps.sh fetches it): mhcodi image build not tried", kernel)
+		}
+	}
+
 	// The units, in the scratch root (its /usr/sbin binaries), one
 	// instance each.
 	units := filepath.Join(tmp, "units")

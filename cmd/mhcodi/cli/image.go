@@ -12,6 +12,10 @@ import (
 	"github.com/mhcodi/mhcodi/guestraid/image"
 )
 
+// PackageImageBinDir is where the mhcodi package installs uroot-init,
+// guestraid and mhcodi-workload for image build.
+const PackageImageBinDir = "/usr/lib/mhcodi"
+
 func newImageCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",
@@ -49,6 +53,12 @@ workload. The image is rebuilt only when one of its inputs changed.`,
 					return &exitError{ExitUsage, fmt.Errorf("--bin-dir: %w", err)}
 				}
 				o.BinDir = filepath.Dir(exe)
+				// The package keeps the image's programs out of PATH.
+				if _, err := os.Stat(filepath.Join(o.BinDir, "guestraid")); err != nil {
+					if _, err := os.Stat(filepath.Join(PackageImageBinDir, "guestraid")); err == nil {
+						o.BinDir = PackageImageBinDir
+					}
+				}
 			}
 			if o.KernelDir == "" {
 				// A source checkout: bin/ next to .cache/kernel.
@@ -79,7 +89,7 @@ workload. The image is rebuilt only when one of its inputs changed.`,
 	}
 	cmd.Flags().StringVar(&o.OutDir, "out", "", "output directory")
 	cmd.Flags().StringVar(&o.KernelDir, "kernel-dir", "", "unpacked Debian kernel (default <bin-dir>/../.cache/kernel, where scripts/deps.sh puts it)")
-	cmd.Flags().StringVar(&o.BinDir, "bin-dir", "", "directory with uroot-init, guestraid and mhcodi-workload (default: this program's directory)")
+	cmd.Flags().StringVar(&o.BinDir, "bin-dir", "", "directory with uroot-init, guestraid and mhcodi-workload (default: this program's directory, else "+PackageImageBinDir+" where the package puts them)")
 	cmd.Flags().StringVar(&o.Mdadm, "mdadm", "/sbin/mdadm", "mdadm binary to copy with its libraries")
 	cmd.Flags().BoolVar(&o.Force, "force", false, "rebuild even when nothing changed")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
