@@ -253,12 +253,13 @@ func TestUnknownKeyAndRuleErrorsTogether(t *testing.T) {
 	assert.Equal(t, "nodes[1].name", es[0].Key, err.Error())
 }
 
-// A bare number for a size is refused with a hint, both as a YAML number
-// and as a quoted string; an explicit unit, B included, is accepted.
+// A bare number for a size below 1 MiB is refused with a hint, both as a
+// YAML number and as a quoted string; an explicit unit, B included, and a
+// bare byte count of at least 1 MiB (what scripts write) are accepted.
 func TestSizeNeedsUnit(t *testing.T) {
 	base := readExample(t, "loopback.yaml")
 	require.Contains(t, base, "size: 256M")
-	for _, bare := range []string{"268435456", `"268435456"`, "1.5"} {
+	for _, bare := range []string{"10", `"4096"`, "1048575", "1.5", "1048576.5"} {
 		p := writeConfig(t, strings.Replace(base, "size: 256M", "size: "+bare, 1))
 		_, err := Load(p)
 		require.Error(t, err, bare)
@@ -267,7 +268,8 @@ func TestSizeNeedsUnit(t *testing.T) {
 		es, _ := AsErrors(err)
 		assert.Len(t, es, 1, "only the size is wrong: %v", err)
 	}
-	for in, want := range map[string]Size{"268435456B": 256 * MiB, "0.25G": 256 * MiB, "262144K": 256 * MiB} {
+	for in, want := range map[string]Size{"268435456B": 256 * MiB, "0.25G": 256 * MiB, "262144K": 256 * MiB,
+		"268435456": 256 * MiB, `"268435456"`: 256 * MiB, "1048576": MiB} {
 		c, err := Load(writeConfig(t, strings.Replace(base, "size: 256M", "size: "+in, 1)))
 		require.NoError(t, err, in)
 		assert.Equal(t, want, c.Guests[0].Disks[0].Size, in)

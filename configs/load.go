@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -182,9 +183,12 @@ func related(key string, keys []string) bool {
 	return false
 }
 
-// sizeHook refuses sizes without a unit. ParseSize would read a bare number
-// as bytes, and in a cluster file that is never what was meant: "size: 10"
-// is a 10-byte disk, "memory: 2048" a 2 KiB guest.
+// sizeHook refuses small sizes without a unit. ParseSize reads a bare
+// number as bytes, and below a mebibyte that is never what was meant:
+// "size: 10" is a 10-byte disk, "memory: 2048" a 2 KiB guest. A bare
+// whole number of at least 1 MiB is an exact byte count (what `stat -c %s`
+// or `blockdev --getsize64` print, and what scripts write into cluster
+// files), so it stays accepted.
 func sizeHook(from, to reflect.Type, data any) (any, error) {
 	if to != reflect.TypeFor[Size]() {
 		return data, nil
@@ -204,6 +208,9 @@ func sizeHook(from, to reflect.Type, data any) (any, error) {
 	}
 	if strings.HasPrefix(num, "-") {
 		return nil, fmt.Errorf("%s is not a size: write a positive number with a unit, e.g. 10G", num)
+	}
+	if n, err := strconv.ParseUint(num, 10, 64); err == nil && n >= uint64(MiB) {
+		return data, nil
 	}
 	return nil, fmt.Errorf("%s has no unit, so it would be %s bytes: write %sG or %sM (binary units K, M, G, T)", num, num, num, num)
 }
