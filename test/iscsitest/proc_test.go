@@ -92,3 +92,18 @@ func TestCleanupStopsProcesses(t *testing.T) {
 	c.Add("late", func() error { ran = true; return nil })
 	assert.True(t, ran)
 }
+
+func TestParseProcUsage(t *testing.T) {
+	stat := []byte("1234 (mhcodi (x) d) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 100 0 0\n")
+	cpu, err := parseStatCPU(stat)
+	if err != nil || cpu != 3*time.Second {
+		t.Fatalf("parseStatCPU = %v, %v; want 3s", cpu, err)
+	}
+	v, f := parseCtxtSwitches([]byte("Name:\tx\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t7\n"))
+	if v != 42 || f != 7 {
+		t.Fatalf("parseCtxtSwitches = %d, %d; want 42, 7", v, f)
+	}
+	if _, err := ReadProcUsage(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+}

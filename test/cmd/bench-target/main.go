@@ -201,9 +201,9 @@ func benchTarget(ctx context.Context, cl *iscsitest.Cleanup, o options, log *slo
 			t = nt
 			cl.AddTarget(t)
 		}
-		c := runWorkload(ctx, t, w, o.duration, log)
+		c := measureWorkload(ctx, t, w, o.duration, log)
 		// Progress on stderr; stdout holds only the table.
-		fmt.Fprintf(os.Stderr, "  %-40s %-8s %s\n", w.name, name, c.String())
+		fmt.Fprintf(os.Stderr, "  %-40s %-8s %s\n", w.name, name, c.progress())
 		tr.Runs = append(tr.Runs, c)
 		if c.Status == "stalled" && i < len(workloads())-1 {
 			if !restartable {

@@ -21,6 +21,29 @@ type cell struct {
 	// target's note ("n/a (not built)"); Err says more.
 	Status string `json:"status,omitempty"`
 	Err    string `json:"error,omitempty"`
+	// IOs is how many requests the row completed; CPUSeconds and Switches
+	// what the target process used meanwhile (utime+stime from
+	// /proc/PID/stat; voluntary and nonvoluntary context switches of its
+	// threads), zero when it runs in the bench process.
+	IOs        float64 `json:"ios,omitempty"`
+	CPUSeconds float64 `json:"target_cpu_seconds,omitempty"`
+	Switches   int64   `json:"target_context_switches,omitempty"`
+}
+
+// cpuPer100k is the target's CPU-seconds per 100k I/Os, or n/a.
+func (c cell) cpuPer100k() string {
+	if !c.ok() || c.IOs <= 0 || c.CPUSeconds <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", c.CPUSeconds/c.IOs*1e5)
+}
+
+// switchesPerIO is the target's context switches per I/O, or n/a.
+func (c cell) switchesPerIO() string {
+	if !c.ok() || c.IOs <= 0 || c.Switches <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", float64(c.Switches)/c.IOs)
 }
 
 func (c cell) ok() bool { return c.Status == "" }
@@ -30,6 +53,14 @@ func (c cell) String() string {
 		return c.Status
 	}
 	return fmt.Sprintf("%.0f IOPS  %.1f MiB/s", c.IOPS, c.MiBps)
+}
+
+// progress is String with the target's CPU and context switches.
+func (c cell) progress() string {
+	if !c.ok() || c.CPUSeconds <= 0 {
+		return c.String()
+	}
+	return fmt.Sprintf("%s  %s CPU-s/100k I/O  %s cs/I/O", c.String(), c.cpuPer100k(), c.switchesPerIO())
 }
 
 // targetResult is one target's column.
@@ -116,6 +147,27 @@ func printTable(w io.Writer, r results) {
 	}
 	fmt.Fprintln(tw, strings.Join(cols, "\t"))
 	_ = tw.Flush()
+
+	// CPU and context switches of each target process per row.
+	perRow := func(title string, f func(cell) string) {
+		fmt.Fprintf(w, "\n%s\n\n", title)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		hdr := []string{"workload"}
+		for _, t := range r.Targets {
+			hdr = append(hdr, t.Name)
+		}
+		fmt.Fprintln(tw, strings.Join(hdr, "\t"))
+		for i, row := range r.Rows {
+			cols := []string{row}
+			for _, t := range r.Targets {
+				cols = append(cols, f(t.run(i)))
+			}
+			fmt.Fprintln(tw, strings.Join(cols, "\t"))
+		}
+		_ = tw.Flush()
+	}
+	perRow("target CPU-seconds per 100k I/Os (utime+stime of the target process around each row, login included)", cell.cpuPer100k)
+	perRow("target context switches per I/O (voluntary+nonvoluntary, summed over the target's threads)", cell.switchesPerIO)
 
 	// What the cells cannot hold.
 	var notes []string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/mhcodi/mhcodi/test/iscsitest"
@@ -17,6 +18,9 @@ type workload struct {
 	qd     int
 	random bool // iscsi-perf only
 	write  bool // qemu-img only; iscsi-perf only reads
+	// sessions runs this many iscsi-perf processes at once, each its own
+	// session (its own initiator name); IOPS is their sum.
+	sessions int
 }
 
 // workloads are the rows, reads first: they run while the file holds the
@@ -25,7 +29,10 @@ func workloads() []workload {
 	return []workload{
 		{name: "iscsi-perf 4 KiB random read QD1", client: "iscsi-perf", bytes: 4 << 10, qd: 1, random: true},
 		{name: "iscsi-perf 4 KiB random read QD32", client: "iscsi-perf", bytes: 4 << 10, qd: 32, random: true},
+		{name: "iscsi-perf 4 KiB random read QD32 x4 sessions", client: "iscsi-perf", bytes: 4 << 10, qd: 32, random: true, sessions: 4},
+		{name: "iscsi-perf 4 KiB random read QD32 x8 sessions", client: "iscsi-perf", bytes: 4 << 10, qd: 32, random: true, sessions: 8},
 		{name: "iscsi-perf 1 MiB sequential read QD16", client: "iscsi-perf", bytes: 1 << 20, qd: 16},
+		{name: "iscsi-perf 1 MiB random read QD32 x16 sessions", client: "iscsi-perf", bytes: 1 << 20, qd: 32, random: true, sessions: 16},
 		{name: "qemu-img bench 4 KiB write QD32", client: "qemu-img", bytes: 4 << 10, qd: 32, write: true},
 		{name: "qemu-img bench 1 MiB write QD32", client: "qemu-img", bytes: 1 << 20, qd: 32, write: true},
 	}
@@ -38,6 +45,36 @@ func rowNames() []string {
 		out[i] = w.name
 	}
 	return out
+}
+
+// maxSessions is the most parallel sessions a row uses; targetd admits
+// that many perf initiator names.
+const maxSessions = 16
+
+// perfInitiator is the initiator name of parallel session i (from 1).
+func perfInitiator(i int) string { return fmt.Sprintf("%s-%d", iscsitest.PerfInitiator, i) }
+
+// measureWorkload runs one row and adds what the target process used
+// meanwhile (CPU time, context switches) when it runs in a process of its own.
+func measureWorkload(ctx context.Context, t iscsitest.Target, w workload, d time.Duration, log *slog.Logger) cell {
+	pid := t.PID()
+	var u0 iscsitest.ProcUsage
+	var err error
+	if pid > 0 {
+		u0, err = iscsitest.ReadProcUsage(pid)
+	}
+	c := runWorkload(ctx, t, w, d, log)
+	if pid <= 0 || err != nil || !c.ok() {
+		return c
+	}
+	u1, err := iscsitest.ReadProcUsage(pid)
+	if err != nil {
+		return c
+	}
+	u := u1.Sub(u0)
+	c.CPUSeconds = u.CPU.Seconds()
+	c.Switches = u.Switches()
+	return c
 }
 
 // runWorkload runs one row against t. A client that reads nothing from the
@@ -54,6 +91,9 @@ func runWorkload(ctx context.Context, t iscsitest.Target, w workload, d time.Dur
 	}
 	switch w.client {
 	case "iscsi-perf":
+		if w.sessions > 1 {
+			return runParallelPerf(ctx, t, w, capy.BlockSize, d, log)
+		}
 		r, err := iscsitest.RunPerf(ctx, t.URL(), iscsitest.PerfOptions{
 			BlocksPerIO: int(w.bytes / capy.BlockSize), QueueDepth: w.qd, Random: w.random,
 			Duration: d, Grace: 5 * time.Second, Logger: log,
@@ -65,7 +105,7 @@ func runWorkload(ctx context.Context, t iscsitest.Target, w workload, d time.Dur
 			return cell{Status: "stalled", Err: fmt.Sprintf("iscsi-perf %s; %.0f IOPS on average before the stall",
 				stallWhy(r.IdleFor, r.Elapsed), r.PartialIOPS)}
 		}
-		return cell{IOPS: r.IOPS, MiBps: r.MiBps()}
+		return cell{IOPS: r.IOPS, MiBps: r.MiBps(), IOs: r.IOPS * float64(perfSeconds(d))}
 	case "qemu-img":
 		r, err := iscsitest.RunQemuImgBench(ctx, iscsitest.QemuLUN{URL: t.URL()}, iscsitest.QemuBenchOptions{
 			Write: w.write, BlockSize: w.bytes, QueueDepth: w.qd, Duration: d, Logger: log,
@@ -76,7 +116,7 @@ func runWorkload(ctx context.Context, t iscsitest.Target, w workload, d time.Dur
 		case r.Stalled:
 			return cell{Status: "stalled", Err: fmt.Sprintf("qemu-img bench of %d requests %s", r.Requests, stallWhy(r.IdleFor, r.Wall))}
 		}
-		return cell{IOPS: r.IOPS(), MiBps: r.MiBps()}
+		return cell{IOPS: r.IOPS(), MiBps: r.MiBps(), IOs: float64(r.Requests)}
 	}
 	return cell{Status: "error", Err: "unknown client " + w.client}
 }
@@ -88,4 +128,44 @@ func stallWhy(idle, after time.Duration) string {
 			idle.Round(100*time.Millisecond), after.Round(100*time.Millisecond))
 	}
 	return fmt.Sprintf("had not finished when killed at its deadline, %v after it started", after.Round(100*time.Millisecond))
+}
+
+// perfSeconds is the whole seconds iscsi-perf runs for d.
+func perfSeconds(d time.Duration) int { return max(int((d+time.Second-1)/time.Second), 1) }
+
+// runParallelPerf runs w.sessions iscsi-perf processes at once, each with
+// its own initiator name, and sums their IOPS. One stalled session stalls
+// the row.
+func runParallelPerf(ctx context.Context, t iscsitest.Target, w workload, blockSize int64, d time.Duration, log *slog.Logger) cell {
+	type out struct {
+		r   iscsitest.PerfResult
+		err error
+	}
+	res := make([]out, w.sessions)
+	var wg sync.WaitGroup
+	for i := range res {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i].r, res[i].err = iscsitest.RunPerf(ctx, t.URL(), iscsitest.PerfOptions{
+				BlocksPerIO: int(w.bytes / blockSize), QueueDepth: w.qd, Random: w.random,
+				Duration: d, Grace: 5 * time.Second, Logger: log, Initiator: perfInitiator(i + 1),
+			})
+		}()
+	}
+	wg.Wait()
+	var c cell
+	for i, o := range res {
+		switch {
+		case o.err != nil:
+			return cell{Status: "error", Err: fmt.Sprintf("session %d: %v", i+1, o.err)}
+		case o.r.Stalled:
+			return cell{Status: "stalled", Err: fmt.Sprintf("session %d: iscsi-perf %s; %.0f IOPS on average before the stall",
+				i+1, stallWhy(o.r.IdleFor, o.r.Elapsed), o.r.PartialIOPS)}
+		}
+		c.IOPS += o.r.IOPS
+		c.MiBps += o.r.MiBps()
+	}
+	c.IOs = c.IOPS * float64(perfSeconds(d))
+	return c
 }

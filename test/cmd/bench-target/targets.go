@@ -107,6 +107,9 @@ func startTargetd(ctx context.Context, bin string, log *slog.Logger, dir, file s
 		},
 		Logger: log,
 	}
+	for i := 1; i <= maxSessions; i++ {
+		spec.Argv = append(spec.Argv, "--allow-initiator", perfInitiator(i))
+	}
 	return iscsitest.StartCommand(ctx, file, spec)
 }
 
