@@ -39,6 +39,9 @@ func HostInfo(cfg *configs.Config, guest, node string, epoch uint64, stale map[s
 		}
 		h.Disks = append(h.Disks, disk)
 	}
+	for _, n := range cfg.NICs(guest) {
+		h.NICs = append(h.NICs, channel.NIC{Name: n.Name, MAC: n.MAC, Address: n.Address})
+	}
 	return h, nil
 }
 

@@ -43,3 +43,24 @@ func TestHostInfo(t *testing.T) {
 	_, err = HostInfo(cfg, "demo", "node-z", 1, nil)
 	assert.ErrorContains(t, err, `node "node-z"`)
 }
+
+// TestHostInfoNICs: the guest learns its NICs' MACs and static
+// addresses, the same whichever node starts it.
+func TestHostInfoNICs(t *testing.T) {
+	cfg, err := configs.Load("../configs/examples/two-node.yaml")
+	require.NoError(t, err)
+	var got [][]channel.NIC
+	for _, node := range []string{"node-a", "node-b"} {
+		b, err := HostInfoJSON(cfg, "web1", node, 3, nil)
+		require.NoError(t, err)
+		h, err := channel.ParseHost(b)
+		require.NoError(t, err)
+		got = append(got, h.NICs)
+	}
+	want := []channel.NIC{
+		{Name: "svc", MAC: cfg.NICs("web1")[0].MAC, Address: "203.0.113.10/24"},
+		{Name: "backup", MAC: cfg.NICs("web1")[1].MAC},
+	}
+	assert.Equal(t, want, got[0])
+	assert.Equal(t, want, got[1])
+}

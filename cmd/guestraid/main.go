@@ -177,6 +177,16 @@ func daemonCmd(name string, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		log.Error("reading host info", "err", err)
 	}
+	if name == "boot" {
+		// The NICs first: a guest answers on its network while its
+		// arrays assemble.
+		if err := boot.Network(h, 5*time.Second, log); err != nil {
+			log.Error("network", "err", err)
+		}
+		if con := boot.Console(); con != nil {
+			go boot.ConsoleShell(ctx, con, con, h)
+		}
+	}
 	var conn *channel.Conn
 	rwc, err := channel.Open(ctx, *chSpec)
 	switch {

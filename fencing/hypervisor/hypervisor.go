@@ -75,6 +75,9 @@ type Status struct {
 	// host end of the guestraid channel (a unix socket).
 	Console string `json:"console,omitempty"`
 	Channel string `json:"channel,omitempty"`
+	// ConsoleSocket is where the serial console is attached (qemu: a
+	// unix socket that takes one client; mhcodi guest console).
+	ConsoleSocket string `json:"console_socket,omitempty"`
 }
 
 // Options are the host-specific parts of a driver.

@@ -210,7 +210,7 @@ func (q *QEMU) prepare(spec GuestSpec) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	for _, f := range []string{QMPSocket, ChannelSocket, PIDFile, HostInfoFile} {
+	for _, f := range []string{QMPSocket, ChannelSocket, ConsoleSocket, PIDFile, HostInfoFile} {
 		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("removing a stale file: %w", err)
 		}
@@ -342,7 +342,7 @@ func (q *QEMU) cleanup(name string) {
 	for _, err := range removeRecordedTaps(q.opts.hostNet(), dir) {
 		q.log.Warn("cannot remove a tap", "guest", name, "err", err)
 	}
-	for _, f := range []string{QMPSocket, ChannelSocket, PIDFile, HostInfoFile, BridgeDir} {
+	for _, f := range []string{QMPSocket, ChannelSocket, ConsoleSocket, PIDFile, HostInfoFile, BridgeDir} {
 		if err := os.RemoveAll(filepath.Join(dir, f)); err != nil {
 			q.log.Warn("cannot clean the run directory", "file", filepath.Join(dir, f), "err", err)
 		}
@@ -388,7 +388,8 @@ func (q *QEMU) Status(ctx context.Context, name string) (Status, error) {
 	}
 	dir := q.dir(name)
 	st := Status{Name: name, PID: pid, State: StateUnknown,
-		Console: filepath.Join(dir, ConsoleLog), Channel: filepath.Join(dir, ChannelSocket)}
+		Console: filepath.Join(dir, ConsoleLog), Channel: filepath.Join(dir, ChannelSocket),
+		ConsoleSocket: filepath.Join(dir, ConsoleSocket)}
 	if fi, err := os.Stat(filepath.Join(dir, PIDFile)); err == nil {
 		st.Started = fi.ModTime()
 	}

@@ -77,7 +77,10 @@ func QEMUArgs(spec GuestSpec, accel string, network, extra []string) []string {
 		"-kernel", spec.Kernel,
 		"-initrd", spec.Initramfs,
 		"-append", spec.Cmdline,
-		"-chardev", "file,id=console,path="+esc(filepath.Join(dir, ConsoleLog)),
+		// The serial console is a socket one terminal at a time attaches
+		// to (mhcodi guest console); qemu writes the log file whether or
+		// not anyone is attached.
+		"-chardev", "socket,id=console,path="+esc(filepath.Join(dir, ConsoleSocket))+",server=on,wait=off,logfile="+esc(filepath.Join(dir, ConsoleLog)),
 		"-serial", "chardev:console",
 		"-chardev", "socket,id=qmp,path="+esc(filepath.Join(dir, QMPSocket))+",server=on,wait=off",
 		"-mon", "chardev=qmp,mode=control",
@@ -117,7 +120,7 @@ func QEMUArgs(spec GuestSpec, accel string, network, extra []string) []string {
 // in a sockaddr_un (108 bytes with the NUL): qemu would fail with a less
 // helpful message.
 func checkSocketPaths(dir string) error {
-	for _, f := range []string{QMPSocket, ChannelSocket} {
+	for _, f := range []string{QMPSocket, ChannelSocket, ConsoleSocket} {
 		if p := filepath.Join(dir, f); len(p) > 107 {
 			return fmt.Errorf("socket path %s is %d bytes, unix sockets allow 107; use a shorter hypervisor.run_dir", p, len(p))
 		}

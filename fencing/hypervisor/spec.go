@@ -31,6 +31,7 @@ const (
 	QMPSocket     = "qmp.sock"
 	ChannelSocket = "channel.sock"
 	ConsoleLog    = "console.log"
+	ConsoleSocket = "console.sock"
 	PIDFile       = "qemu.pid"
 	HostInfoFile  = "host.json"
 	StderrLog     = "qemu.stderr"

@@ -85,6 +85,17 @@ type Host struct {
 	Node  string `json:"node"`
 	Epoch uint64 `json:"epoch"`
 	Disks []Disk `json:"disks"`
+	// NICs are the guest's network interfaces, found by MAC; the same on
+	// every host.
+	NICs []NIC `json:"nics,omitempty"`
+}
+
+// NIC is one network interface of the guest: its MAC, and the static
+// address (with prefix length) the cluster file gives it, if any.
+type NIC struct {
+	Name    string `json:"name"`
+	MAC     string `json:"mac"`
+	Address string `json:"address,omitempty"`
 }
 
 // Check asks for a check scrub of one disk.

@@ -29,11 +29,12 @@ const (
 )
 
 // Modules are the kernel modules the guest loads at boot: md RAID1, virtio
-// disks, the guestraid channel (virtio console), the host info (fw_cfg)
-// and the ACPI power button (button + evdev), so a stop is clean.
+// disks, the guestraid channel (virtio console), the host info (fw_cfg),
+// the ACPI power button (button + evdev), so a stop is clean, and the
+// NICs (virtio_net; guestraid boot gives them their addresses).
 var Modules = []string{
 	"md_mod", "raid1", "virtio_pci", "virtio_blk", "virtio_console",
-	"qemu_fw_cfg", "button", "evdev",
+	"qemu_fw_cfg", "button", "evdev", "virtio_net",
 }
 
 // Binaries are the static programs the image is made of, found in

@@ -42,7 +42,6 @@ func (f *fencedFlags) unreachable(err error) error {
 }
 
 func newGuestCmd(g *globals) *cobra.Command {
-	_ = g // the local fenced reads the cluster file itself
 	f := &fencedFlags{}
 	cmd := &cobra.Command{
 		Use:   "guest",
@@ -92,7 +91,7 @@ their legs are marked stale (resynced in full when they return).`)
 	destroy := sub("destroy", api.OpDestroy, "Pull the plug on a guest wherever it runs, and record it stopped",
 		`Destroys the guest at once on every node that runs it and records it stopped.
 Works without quorum too (the ledger is then left as it was, and it says so).`)
-	cmd.AddCommand(create, start, stop, failover, destroy)
+	cmd.AddCommand(create, start, stop, failover, destroy, newConsoleCmd(g, f))
 	return cmd
 }
 
