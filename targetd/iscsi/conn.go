@@ -15,6 +15,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/targetd/login"
 	"github.com/mhcodi/mhcodi/targetd/pdu"
+	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
 
 // loginMaxData is the data segment limit during login (RFC 7143 §13.12:
@@ -34,6 +35,14 @@ type conn struct {
 	sendMu sync.Mutex
 	w      *pdu.Writer
 	statSN uint32 // next StatSN; guarded by sendMu
+	// unsent are results whose Data-In is queued in w, released after the
+	// flush that writes it; guarded by sendMu.
+	unsent []scsi.Result
+
+	// inlineOff counts commands the reader hands to workers before it
+	// runs one itself again, after one it ran took long (see runInline).
+	// Only the reader touches it.
+	inlineOff int
 
 	sess     *session                // set once by serve, read only by its goroutines
 	sessLive atomic.Pointer[session] // the same, for other goroutines (Shutdown)
@@ -257,14 +266,18 @@ func (c *conn) bind(res login.Result, cmdSN uint32) (*session, error) {
 }
 
 // send writes one PDU that carries the connection's StatSN and the
-// session's CmdSN window. advance says whether it consumes a StatSN.
+// session's CmdSN window. advance says whether it consumes a StatSN. PDUs
+// queued before it go out first, in the same writev.
 func (c *conn) send(h *pdu.Header, data []byte, advance bool) error {
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	return c.sendLocked(h, data, advance)
+	c.queueLocked(h, data, advance)
+	return c.flushLocked()
 }
 
-func (c *conn) sendLocked(h *pdu.Header, data []byte, advance bool) error {
+// queueLocked stamps a PDU like send and queues it for flushLocked; data
+// must stay valid until then. c.sendMu is held.
+func (c *conn) queueLocked(h *pdu.Header, data []byte, advance bool) {
 	h.PutU32(pdu.OffCmdSN, c.statSN)
 	if advance {
 		c.statSN++
@@ -272,11 +285,31 @@ func (c *conn) sendLocked(h *pdu.Header, data []byte, advance bool) error {
 	exp, max := c.sess.window()
 	h.PutU32(pdu.OffExpSN, exp)
 	h.PutU32(pdu.OffMaxCmdSN, max)
-	if err := c.w.WritePDU(h, data); err != nil {
-		c.close("write failed: " + err.Error())
-		return err
+	c.w.Queue(h, data)
+}
+
+// flushLocked writes what is queued, then gives back the Data-In buffers
+// of the results whose PDUs it held. c.sendMu is held.
+func (c *conn) flushLocked() error {
+	err := c.w.Flush()
+	if len(c.unsent) > 0 {
+		for i := range c.unsent {
+			c.sess.target.Release(&c.unsent[i])
+		}
+		clear(c.unsent)
+		c.unsent = c.unsent[:0]
 	}
-	return nil
+	if err != nil {
+		c.close("write failed: " + err.Error())
+	}
+	return err
+}
+
+// flush writes what the reader queued.
+func (c *conn) flush() error {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	return c.flushLocked()
 }
 
 // reject sends a Reject PDU carrying the offending header.

@@ -37,7 +37,18 @@ func (c *conn) fullFeature() error {
 	if c.srv.cfg.NopInterval > 0 || c.srv.cfg.IdleKick > 0 {
 		go c.pinger()
 	}
+	hdrLen := pdu.BHSLen
+	if c.r.Digests.Header {
+		hdrLen += 4
+	}
 	for {
+		// What the commands run here queued goes out before the reader
+		// waits for the network, together.
+		if c.r.Buffered() < hdrLen {
+			if err := c.flush(); err != nil {
+				return err
+			}
+		}
 		var h pdu.Header
 		if err := c.r.ReadHeader(&h); err != nil {
 			if errors.Is(err, pdu.ErrDataTooLong) {
@@ -46,6 +57,13 @@ func (c *conn) fullFeature() error {
 			return err
 		}
 		c.lastRecv.Store(time.Now().UnixNano())
+		if n := h.DataLen(); n > 0 && c.r.Buffered() < n {
+			// Its data segment is still on its way: the queue need
+			// not wait for it.
+			if err := c.flush(); err != nil {
+				return err
+			}
+		}
 		err := c.dispatch(&h)
 		if err == nil {
 			continue
@@ -417,7 +435,56 @@ func (c *conn) dataOut(h *pdu.Header) error {
 	return nil
 }
 
-// execute runs a task whose data is all in, on its own goroutine.
+// Run to completion: a small read or write whose data is all in runs on
+// the reader goroutine that decoded it, and its Data-In and status are
+// queued, to go out in one writev with whatever else is ready when the
+// reader would next wait for the network. A command handed to a goroutine
+// of its own costs a wake-up of another thread and its sleep afterwards (on
+// many cores, for every command); one run here costs none. Larger commands,
+// everything else and, for a while, every command after one that took long
+// (its data was not in the page cache, or the disk was slow) run on their
+// own goroutines, so that the reader goes on taking commands.
+const (
+	inlineMaxBytes = 64 << 10
+	// inlineSlow is how long a command run inline may take before the
+	// following inlineBackoff commands go to goroutines: a page-cache
+	// hit of 64 KiB takes some microseconds, a disk read far longer.
+	inlineSlow    = 200 * time.Microsecond
+	inlineBackoff = 64
+	// flushBytes bounds what the reader queues before it writes anyway.
+	flushBytes = 256 << 10
+)
+
+// SCSI operation codes the transport looks at to pick where a command runs.
+const (
+	opRead6, opRead10, opRead12, opRead16     = 0x08, 0x28, 0xa8, 0x88
+	opWrite6, opWrite10, opWrite12, opWrite16 = 0x0a, 0x2a, 0xaa, 0x8a
+)
+
+// runsInline decides whether the reader runs t itself: a READ or a WRITE
+// without FUA (which waits for the disk) of at most inlineMaxBytes.
+func (c *conn) runsInline(t *task) bool {
+	if t.edtl > inlineMaxBytes || len(t.cmd.CDB) == 0 {
+		return false
+	}
+	switch t.cmd.CDB[0] {
+	case opRead6, opRead10, opRead12, opRead16, opWrite6:
+	case opWrite10, opWrite12, opWrite16:
+		if t.cmd.CDB[1]&0x08 != 0 { // FUA
+			return false
+		}
+	default:
+		return false
+	}
+	if c.inlineOff > 0 {
+		c.inlineOff--
+		return false
+	}
+	return true
+}
+
+// execute runs a task whose data is all in: on the reader (see runsInline)
+// or on a goroutine of its own.
 func (c *conn) execute(t *task) {
 	s := c.sess
 	t.setState(taskRunning)
@@ -427,26 +494,48 @@ func (c *conn) execute(t *task) {
 		c.finish(t, nil)
 		return
 	}
+	// Counted like a goroutine's: session.end waits for it too.
 	s.running.Add(1)
 	s.mu.Unlock()
-	go func() {
-		defer s.running.Done()
-		var res scsi.Result
-		var err error
-		if t.ctx.Err() != nil {
-			err = scsi.ErrAborted
-		} else {
-			res, err = s.target.Execute(t.ctx, &t.cmd)
-		}
-		if err == nil && t.beginResponse() {
-			c.respond(t, &res)
-		} else {
-			err = scsi.ErrAborted
-		}
-		c.observe(t, &res, err)
+	if c.runsInline(t) {
+		c.run(t, true)
+		return
+	}
+	go c.run(t, false)
+}
+
+// run executes t and answers it. inline: on the reader, whose queue the
+// answer joins (the reader flushes it); else the answer is written at once.
+func (c *conn) run(t *task, inline bool) {
+	s := c.sess
+	defer s.running.Done()
+	var res scsi.Result
+	var err error
+	var held int64
+	if !inline && t.cmd.Read && t.edtl > inlineMaxBytes {
+		// Its Data-In buffer counts against the server's budget until
+		// it was written.
+		held, err = c.srv.budget.acquire(t.ctx, int64(t.edtl))
+		defer func() { c.srv.budget.release(held) }()
+	}
+	if err != nil || t.ctx.Err() != nil {
+		err = scsi.ErrAborted
+	} else {
+		res, err = s.target.Execute(t.ctx, &t.cmd)
+	}
+	if inline && time.Since(t.start) > inlineSlow {
+		c.inlineOff = inlineBackoff
+	}
+	if err == nil && t.beginResponse() {
+		c.respond(t, &res, inline)
+	} else {
+		err = scsi.ErrAborted
+	}
+	c.observe(t, &res, err)
+	if !inline || err != nil {
 		s.target.Release(&res)
-		c.finish(t, nil)
-	}()
+	}
+	c.finish(t, nil)
 }
 
 func (c *conn) observe(t *task, res *scsi.Result, err error) {
@@ -499,8 +588,10 @@ func residual(edtl, want uint32) (byte, uint32) {
 	return 0, 0
 }
 
-// respond sends a finished command's Data-In and status.
-func (c *conn) respond(t *task, res *scsi.Result) {
+// respond sends a finished command's Data-In and status, in one writev.
+// queue: leave them queued for the reader's next flush, which also
+// releases res.
+func (c *conn) respond(t *task, res *scsi.Result, queue bool) {
 	// TransferLen is what the CDB moves (or, for allocation-length
 	// commands, the data returned); residuals compare it with the EDTL.
 	want := res.TransferLen
@@ -516,35 +607,43 @@ func (c *conn) respond(t *task, res *scsi.Result) {
 		data = data[:t.edtl]
 	}
 	collapse := res.Status == scsi.StatusGood && len(res.Sense) == 0
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	if queue {
+		// res's buffer goes back after the flush that writes it.
+		c.unsent = append(c.unsent, *res)
+	}
 	var dataSN uint32
 	if len(data) > 0 {
-		dataSN = c.dataIn(t, data, collapse, res.Status, rflags, rcount)
-		if collapse {
-			return
+		dataSN = c.queueDataIn(t, data, collapse, res.Status, rflags, rcount)
+	}
+	if len(data) == 0 || !collapse {
+		var h pdu.Header
+		h.SetOpcode(pdu.OpSCSIResp)
+		h[1] = 0x80 | rflags
+		h[2] = 0 // command completed at target
+		h[3] = byte(res.Status)
+		h.SetITT(t.itt)
+		h.PutU32(pdu.OffDataSN, dataSN)
+		h.PutU32(pdu.OffResidual, rcount)
+		var payload []byte
+		if len(res.Sense) > 0 {
+			payload = make([]byte, 2+len(res.Sense))
+			binary.BigEndian.PutUint16(payload, uint16(len(res.Sense)))
+			copy(payload[2:], res.Sense)
 		}
+		c.queueLocked(&h, payload, true)
 	}
-	var h pdu.Header
-	h.SetOpcode(pdu.OpSCSIResp)
-	h[1] = 0x80 | rflags
-	h[2] = 0 // command completed at target
-	h[3] = byte(res.Status)
-	h.SetITT(t.itt)
-	h.PutU32(pdu.OffDataSN, dataSN)
-	h.PutU32(pdu.OffResidual, rcount)
-	var payload []byte
-	if len(res.Sense) > 0 {
-		payload = make([]byte, 2+len(res.Sense))
-		binary.BigEndian.PutUint16(payload, uint16(len(res.Sense)))
-		copy(payload[2:], res.Sense)
+	if !queue || c.w.Queued() >= flushBytes {
+		c.flushLocked()
 	}
-	c.send(&h, payload, true)
 }
 
-// dataIn sends data as Data-In PDUs no longer than the initiator's
+// queueDataIn queues data as Data-In PDUs no longer than the initiator's
 // MaxRecvDataSegmentLength, in sequences no longer than MaxBurstLength;
 // with collapse the last PDU carries the status. It returns the DataSN
-// after the last PDU.
-func (c *conn) dataIn(t *task, data []byte, collapse bool, st scsi.Status, rflags byte, rcount uint32) uint32 {
+// after the last PDU. c.sendMu is held.
+func (c *conn) queueDataIn(t *task, data []byte, collapse bool, st scsi.Status, rflags byte, rcount uint32) uint32 {
 	p := &c.sess.params
 	seg := max(p.InitiatorMaxRecvDataSegmentLength, 512)
 	burst := max(p.MaxBurstLength, seg)
@@ -571,9 +670,7 @@ func (c *conn) dataIn(t *task, data []byte, collapse bool, st scsi.Status, rflag
 		h.PutU32(pdu.OffTTT, pdu.Reserved)
 		h.PutU32(pdu.OffDataSN, dataSN)
 		h.PutU32(pdu.OffOffset, off)
-		if err := c.send(&h, data[off:off+n], status); err != nil {
-			return dataSN
-		}
+		c.queueLocked(&h, data[off:off+n], status)
 		dataSN++
 		off += n
 	}

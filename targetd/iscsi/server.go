@@ -76,6 +76,11 @@ type Config struct {
 	// logged, the ones within this window after it are summed up in one
 	// line at its end. Zero means one minute.
 	AuthLogWindow time.Duration
+	// ReadBudget bounds the bytes of Data-In buffers that the server's
+	// large reads (over 64 KiB) hold at once, over all sessions: such a
+	// read waits for its share before it reads, and gives it back once its
+	// Data-In was written. Zero means 16 MiB.
+	ReadBudget int64
 	// Observe, if set, is called after every SCSI command.
 	Observe func(Event)
 	Logger  *slog.Logger
@@ -99,6 +104,7 @@ const (
 	defaultQueueDepth   = 128
 	defaultLoginTimeout = 15 * time.Second
 	defaultIdleKick     = 100 * time.Millisecond
+	defaultReadBudget   = 16 << 20
 )
 
 // Server serves iSCSI on any number of listeners. There is no global state:
@@ -107,6 +113,8 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	bufs bufPool
+	// budget bounds the Data-In buffers of large reads (Config.ReadBudget).
+	budget *byteBudget
 
 	authMu     sync.Mutex
 	auth       *authThrottle // nil: no throttle
@@ -142,6 +150,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.ReadBudget <= 0 {
+		cfg.ReadBudget = defaultReadBudget
+	}
 	if cfg.AuthDelay == 0 {
 		cfg.AuthDelay = defaultAuthDelay
 		if cfg.AuthMaxDelay == 0 {
@@ -158,6 +169,7 @@ func NewServer(cfg Config) *Server {
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		sessions:  map[sessionKey]*session{},
+		budget:    newByteBudget(cfg.ReadBudget),
 	}
 	if cfg.AuthDelay > 0 {
 		s.auth = newAuthThrottle(cfg.AuthDelay, cfg.AuthMaxDelay, cfg.AuthLogWindow)

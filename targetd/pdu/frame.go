@@ -85,6 +85,11 @@ func (r *Reader) ReadHeader(h *Header) error {
 	return nil
 }
 
+// Buffered is how many bytes of the stream are read ahead: a caller that
+// has work queued can tell whether the next ReadHeader would wait for the
+// network (and flush first).
+func (r *Reader) Buffered() int { return r.br.Buffered() }
+
 // AHS returns the additional header segments of the last header read; valid
 // until the next ReadHeader.
 func (r *Reader) AHS() []byte { return r.ahs }
@@ -193,6 +198,12 @@ type Writer struct {
 	hbuf    [BHSLen + 4]byte
 	tail    [8]byte
 	bufs    net.Buffers
+
+	// The batch of Queue: headers and tails live in arena, the iovecs in
+	// batch; queued counts the bytes.
+	arena  []byte
+	batch  net.Buffers
+	queued int
 }
 
 // NewWriter writes PDUs to w; with a net.Conn the header, data and digests
@@ -226,5 +237,55 @@ func (w *Writer) WritePDU(h *Header, data []byte) error {
 	}
 	bufs := w.bufs
 	_, err := bufs.WriteTo(w.w)
+	return err
+}
+
+// Queue adds a PDU to the batch Flush writes, encoded as WritePDU would;
+// data must not change until then. A batch of several PDUs goes out in one
+// writev.
+func (w *Writer) Queue(h *Header, data []byte) {
+	h[4] = 0
+	h.SetDataLen(len(data))
+	// Slices into an arena that append moves keep pointing at the old
+	// array, whose bytes stay as they were written: no copy is lost.
+	start := len(w.arena)
+	w.arena = append(w.arena, h[:]...)
+	if w.Digests.Header {
+		w.arena = binary.LittleEndian.AppendUint32(w.arena, Digest(h[:]))
+	}
+	w.batch = append(w.batch, w.arena[start:len(w.arena):len(w.arena)])
+	w.queued += len(w.arena) - start
+	if len(data) == 0 {
+		return
+	}
+	w.batch = append(w.batch, data)
+	var zeros [4]byte
+	pad := Padding(len(data))
+	start = len(w.arena)
+	w.arena = append(w.arena, zeros[:pad]...)
+	if w.Digests.Data {
+		w.arena = binary.LittleEndian.AppendUint32(w.arena, digestUpdate(Digest(data), zeros[:pad]))
+	}
+	if len(w.arena) > start {
+		w.batch = append(w.batch, w.arena[start:len(w.arena):len(w.arena)])
+	}
+	w.queued += len(data) + len(w.arena) - start
+}
+
+// Queued is how many bytes Queue holds for Flush.
+func (w *Writer) Queued() int { return w.queued }
+
+// Flush writes the queued PDUs (with a net.Conn: one writev, or as few as
+// the iovec limit allows) and empties the batch, also when the write fails.
+func (w *Writer) Flush() error {
+	if len(w.batch) == 0 {
+		return nil
+	}
+	bufs := w.batch
+	_, err := bufs.WriteTo(w.w)
+	clear(w.batch) // drop the references to the callers' data
+	w.batch = w.batch[:0]
+	w.arena = w.arena[:0]
+	w.queued = 0
 	return err
 }

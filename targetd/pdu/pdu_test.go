@@ -144,3 +144,34 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// A batch of Queue writes the same bytes as WritePDU one by one, with every
+// digest setting, and Flush empties it.
+func TestQueueFlush(t *testing.T) {
+	for _, d := range []Digests{{}, {Header: true}, {Data: true}, {Header: true, Data: true}} {
+		var one, batch bytes.Buffer
+		w1, wb := NewWriter(&one), NewWriter(&batch)
+		w1.Digests, wb.Digests = d, d
+		for i, n := range []int{0, 1, 4, 4097, 0, 3} {
+			var h Header
+			h.SetOpcode(OpDataIn)
+			h.SetITT(uint32(i))
+			data := bytes.Repeat([]byte{byte(i + 1)}, n)
+			h2 := h
+			require.NoError(t, w1.WritePDU(&h, data))
+			wb.Queue(&h2, data)
+		}
+		assert.Equal(t, one.Len(), wb.Queued(), "%+v", d)
+		assert.Zero(t, batch.Len(), "nothing written before Flush")
+		require.NoError(t, wb.Flush())
+		assert.Equal(t, one.Bytes(), batch.Bytes(), "%+v", d)
+		assert.Zero(t, wb.Queued())
+		require.NoError(t, wb.Flush())
+		assert.Equal(t, one.Len(), batch.Len(), "an empty Flush writes nothing")
+		r := NewReader(bytes.NewReader(batch.Bytes()), 64)
+		r.Digests, r.MaxDataLen = d, 1<<20
+		var h Header
+		require.NoError(t, r.ReadHeader(&h))
+		assert.Equal(t, 64-BHSLen-map[bool]int{false: 0, true: 4}[d.Header], r.Buffered())
+	}
+}

@@ -203,7 +203,7 @@ func benchTarget(ctx context.Context, cl *iscsitest.Cleanup, o options, log *slo
 		}
 		c := measureWorkload(ctx, t, w, o.duration, log)
 		// Progress on stderr; stdout holds only the table.
-		fmt.Fprintf(os.Stderr, "  %-40s %-8s %s\n", w.name, name, c.progress())
+		fmt.Fprintf(os.Stderr, "  %-48s %-8s %s\n", w.name, name, c.progress())
 		tr.Runs = append(tr.Runs, c)
 		if c.Status == "stalled" && i < len(workloads())-1 {
 			if !restartable {
