@@ -84,6 +84,11 @@ type Options struct {
 	Hypervisor []string
 	// ImageDir is hypervisor.image_dir; default <dir>/image.
 	ImageDir string
+	// ServiceNetwork adds a service network "svc" beside the SAN: a
+	// bridge br-svc on every storage host, uplinked to a switch that a
+	// "client" namespace is on too (see Ping). Guests' NICs go on it; a
+	// NIC address ".N" in Guests is host N of the service subnet.
+	ServiceNetwork bool
 
 	// Prefix starts every namespace name; default "mhc" and 5 random hex
 	// digits. Keep it short: it is part of names the kernel limits.
@@ -123,6 +128,8 @@ type Cluster struct {
 	prefix      string
 	bridgeNetns string
 	subnet      netip.Prefix
+	svcSubnet   netip.Prefix // with ServiceNetwork
+	clientNetns string       // with ServiceNetwork
 	hosts       []*Host
 	owner       ownerRecord
 
@@ -186,6 +193,10 @@ func New(ctx context.Context, o Options) (_ *Cluster, err error) {
 	// another run; a random third octet just keeps logs of parallel runs
 	// apart.
 	c.subnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 201, rnd[3], 0}), 24)
+	if o.ServiceNetwork {
+		c.svcSubnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 202, rnd[3], 0}), 24)
+		c.clientNetns = c.prefix + "-client"
+	}
 
 	c.dir = o.Dir
 	if c.dir == "" {
@@ -277,6 +288,11 @@ func (c *Cluster) setup(ctx context.Context) (err error) {
 	defer c.setupMu.Unlock()
 	if err := c.buildNetwork(ctx); err != nil {
 		return err
+	}
+	if c.opts.ServiceNetwork {
+		if err := c.buildService(ctx); err != nil {
+			return err
+		}
 	}
 	cfg, err := c.writeConfig(&c.opts)
 	if err != nil {
@@ -424,6 +440,11 @@ func (c *Cluster) teardown() error {
 	}
 	if err := deleteNetns(ctx, c.ip, c.bridgeNetns); err != nil {
 		errs = append(errs, err)
+	}
+	if c.clientNetns != "" {
+		if err := deleteNetns(ctx, c.ip, c.clientNetns); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := os.Remove(registryPath(c.prefix)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, fmt.Errorf("registry: %w", err))

@@ -81,6 +81,9 @@ func (c *Cluster) writeConfigFile(o *Options, path, runDir, fencedState string) 
 			fmt.Fprintf(&b, "    storage:\n      backend: file\n      file:\n        dir: %s\n", q(h.VolumeDir()))
 		}
 	}
+	if o.ServiceNetwork {
+		fmt.Fprintf(&b, "\nnetworks:\n  %s: {bridge: %s}\n", ServiceNetwork, ServiceBridge)
+	}
 	guests := o.Guests
 	if guests == nil && len(storage) > 0 {
 		guests = DefaultGuests(storage)
@@ -103,6 +106,21 @@ func (c *Cluster) writeConfigFile(o *Options, path, runDir, fencedState string) 
 			fmt.Fprintf(&b, "    boot:\n      kernel: %s\n      initramfs: %s\n", q(g.Boot.Kernel), q(g.Boot.Initramfs))
 			if g.Boot.Cmdline != "" {
 				fmt.Fprintf(&b, "      cmdline: %s\n", q(g.Boot.Cmdline))
+			}
+		}
+		if len(g.NICs) > 0 {
+			b.WriteString("    nics:\n")
+			for _, n := range g.NICs {
+				fmt.Fprintf(&b, "      - network: %s\n", q(n.Network))
+				if n.Name != "" {
+					fmt.Fprintf(&b, "        name: %s\n", q(n.Name))
+				}
+				if n.MAC != "" {
+					fmt.Fprintf(&b, "        mac: %s\n", q(n.MAC))
+				}
+				if addr := c.nicAddress(n.Address); addr != "" {
+					fmt.Fprintf(&b, "        address: %s\n", q(addr))
+				}
 			}
 		}
 		b.WriteString("    disks:\n")
@@ -147,4 +165,14 @@ func (c *Cluster) writeConfigFile(o *Options, path, runDir, fencedState string) 
 		return nil, fmt.Errorf("generated cluster file %s does not load: %w", path, err)
 	}
 	return cfg, nil
+}
+
+// nicAddress completes a NIC address of the form ".N" (the host part
+// alone) with the service subnet: the subnet is chosen by New, after the
+// caller wrote its guests.
+func (c *Cluster) nicAddress(a string) string {
+	if n, err := strconv.Atoi(strings.TrimPrefix(a, ".")); err == nil && strings.HasPrefix(a, ".") && n > 0 && n < 255 && c.svcSubnet.IsValid() {
+		return c.ServiceAddr(byte(n)).String()
+	}
+	return a
 }
