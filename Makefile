@@ -17,7 +17,7 @@ FUZZTIME    ?= 10s
 # Every fuzz target, as package:Target; make fuzz runs each for FUZZTIME.
 FUZZ_TARGETS := \
 	./naming:FuzzParseIQN ./naming:FuzzParseDevPath ./naming:FuzzVolumeNameSplits \
-	./naming:FuzzParseWWN ./naming:FuzzLegNames ./configs:FuzzParseSize \
+	./naming:FuzzParseWWN ./naming:FuzzLegNames ./naming:FuzzMAC ./configs:FuzzParseSize \
 	./targetd/pdu:FuzzDecode ./targetd/login:FuzzParseText ./targetd/login:FuzzLoginStep \
 	./targetd/scsi:FuzzExecute ./targetd/iscsi:FuzzFullFeature \
 	./initiator/nbd:FuzzDecodeRequest ./initiator/nbd:FuzzServeConn ./initiator/iscsiclient:FuzzLoginMachine \
