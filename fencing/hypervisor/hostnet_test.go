@@ -134,3 +134,30 @@ func TestQEMUMissingBridge(t *testing.T) {
 	assert.Empty(t, hn.Taps())
 	assert.NoDirExists(t, filepath.Join(cfg.Hypervisor.RunDir, "web1"))
 }
+
+// TestQEMUListReapsTaps: the taps of a guest whose qemu ended by itself
+// go at the next List; those of a start in progress (holding the start
+// lock) stay.
+func TestQEMUListReapsTaps(t *testing.T) {
+	cfg := loadCluster(t, nil)
+	cfg.Hypervisor.RunDir = t.TempDir()
+	hn := newFakeNet(map[string]bool{"br-svc": true, "br-lan": false})
+	d, err := NewQEMU(cfg, "node-a", Options{HostNet: hn})
+	require.NoError(t, err)
+	spec, err := SpecFor(cfg, "web1", "node-a", nil)
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(spec.RunDir, 0o700))
+	require.NoError(t, setupTaps(hn, spec))
+
+	unlock, err := d.lockStart("web1")
+	require.NoError(t, err)
+	_, err = d.List(t.Context())
+	require.NoError(t, err)
+	assert.Len(t, hn.Taps(), 2, "a start in progress keeps its taps")
+	unlock()
+
+	_, err = d.List(t.Context())
+	require.NoError(t, err)
+	assert.Empty(t, hn.Taps())
+	assert.NoFileExists(t, filepath.Join(spec.RunDir, TapsFile))
+}

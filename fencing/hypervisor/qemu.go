@@ -349,6 +349,26 @@ func (q *QEMU) cleanup(name string) {
 	}
 }
 
+// reapTaps removes the taps of a guest whose qemu ended by itself (the
+// guest powered off): nothing else would until its next start. A start
+// in progress holds the start lock, and its taps are left alone.
+func (q *QEMU) reapTaps(name string) {
+	if _, err := os.Stat(filepath.Join(q.dir(name), TapsFile)); err != nil {
+		return
+	}
+	unlock, err := q.lockStart(name)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	if _, ok := q.ownedPID(name); ok {
+		return
+	}
+	for _, err := range removeRecordedTaps(q.opts.hostNet(), q.dir(name)) {
+		q.log.Warn("cannot remove the tap of a guest that ended", "guest", name, "err", err)
+	}
+}
+
 // List returns the guests whose qemu runs, from the run directory.
 func (q *QEMU) List(ctx context.Context) ([]Status, error) {
 	ents, err := os.ReadDir(q.runDir)
@@ -365,6 +385,7 @@ func (q *QEMU) List(ctx context.Context) ([]Status, error) {
 		}
 		st, err := q.Status(ctx, e.Name())
 		if errors.Is(err, ErrNotRunning) {
+			q.reapTaps(e.Name())
 			continue
 		}
 		if err != nil {
