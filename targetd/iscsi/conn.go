@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mhcodi/mhcodi/targetd/login"
@@ -31,6 +32,7 @@ type conn struct {
 	src netip.Addr // the remote address, what logins are throttled by
 	log *slog.Logger
 	r   *pdu.Reader
+	rc  syscall.RawConn // the socket, for awaitData; nil if none
 
 	sendMu sync.Mutex
 	w      *pdu.Writer
@@ -60,6 +62,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 		src:    remoteAddr(nc),
 		log:    s.log.With("remote", nc.RemoteAddr().String()),
 		r:      pdu.NewReader(nc, 256<<10),
+		rc:     rawConn(nc),
 		w:      pdu.NewWriter(nc),
 		closed: make(chan struct{}),
 	}

@@ -48,6 +48,9 @@ func (c *conn) fullFeature() error {
 			if err := c.flush(); err != nil {
 				return err
 			}
+			if c.r.Buffered() == 0 {
+				c.awaitData()
+			}
 		}
 		var h pdu.Header
 		if err := c.r.ReadHeader(&h); err != nil {

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mhcodi/mhcodi/targetd/login"
@@ -115,6 +117,10 @@ type Server struct {
 	bufs bufPool
 	// budget bounds the Data-In buffers of large reads (Config.ReadBudget).
 	budget *byteBudget
+	// spinners counts readers polling their socket (awaitData), at most
+	// maxSpinners.
+	spinners    atomic.Int32
+	maxSpinners int32
 
 	authMu     sync.Mutex
 	auth       *authThrottle // nil: no throttle
@@ -170,6 +176,8 @@ func NewServer(cfg Config) *Server {
 		conns:     map[*conn]struct{}{},
 		sessions:  map[sessionKey]*session{},
 		budget:    newByteBudget(cfg.ReadBudget),
+		// A quarter of the cores at most poll for the next request.
+		maxSpinners: int32(max(1, runtime.GOMAXPROCS(0)/4)),
 	}
 	if cfg.AuthDelay > 0 {
 		s.auth = newAuthThrottle(cfg.AuthDelay, cfg.AuthMaxDelay, cfg.AuthLogWindow)
