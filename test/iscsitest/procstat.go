@@ -88,3 +88,13 @@ func parseCtxtSwitches(b []byte) (vol, nonvol int64) {
 	}
 	return vol, nonvol
 }
+
+// ResetPeakRSS sets pid's peak resident set (VmHWM) back to its current
+// resident set (writing 5 to /proc/PID/clear_refs; root or the process's
+// owner), so that a later PeakRSSOf measures one stretch of its life.
+func ResetPeakRSS(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// PeakRSSOf is pid's peak resident set in bytes (VmHWM).
+func PeakRSSOf(pid int) (int64, error) { return vmHWM(pid) }

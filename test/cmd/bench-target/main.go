@@ -35,6 +35,7 @@ type options struct {
 	gotgtIn  string // "inproc" or "child"
 	jsonOut  string
 	verbose  bool
+	rows     string // comma-separated substrings of the rows to run; "" = all
 }
 
 func main() {
@@ -75,8 +76,15 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.gotgtIn, "gotgt", "child", "where the embedded gotgt runs: child (this binary re-executed as its host: restartable after a stall, RSS of its own) or inproc (in this process: not restartable, RSS includes the harness)")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	fs.BoolVar(&o.verbose, "v", false, "log every step")
+	fs.StringVar(&o.rows, "rows", "", "run only the rows whose name contains one of these comma-separated strings; a trailing $ matches the end of the name (e.g. \"QD1$,QD32$,x8\")")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.rows != "" {
+		selected = selectRows(o.rows)
+		if len(selected) == 0 {
+			return o, fmt.Errorf("-rows %q: matches no row", o.rows)
+		}
 	}
 	sz, err := configs.ParseSize(size)
 	if err != nil {
@@ -205,6 +213,9 @@ func benchTarget(ctx context.Context, cl *iscsitest.Cleanup, o options, log *slo
 		// Progress on stderr; stdout holds only the table.
 		fmt.Fprintf(os.Stderr, "  %-48s %-8s %s\n", w.name, name, c.progress())
 		tr.Runs = append(tr.Runs, c)
+		// Each row resets the peak (VmHWM): the whole run's is the
+		// largest row's.
+		tr.PeakRSS = max(tr.PeakRSS, c.PeakRSS)
 		if c.Status == "stalled" && i < len(workloads())-1 {
 			if !restartable {
 				note("not restarted after the stall of %q: later rows measure it with that session's leftovers", w.name)

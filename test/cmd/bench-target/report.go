@@ -28,6 +28,17 @@ type cell struct {
 	IOs        float64 `json:"ios,omitempty"`
 	CPUSeconds float64 `json:"target_cpu_seconds,omitempty"`
 	Switches   int64   `json:"target_context_switches,omitempty"`
+	// PeakRSS is the target's peak resident set during the row (VmHWM
+	// reset before it), zero when it could not be measured.
+	PeakRSS int64 `json:"target_peak_rss_bytes,omitempty"`
+}
+
+// peakRSS is the row's peak RSS, or n/a.
+func (c cell) peakRSS() string {
+	if c.PeakRSS <= 0 {
+		return "n/a"
+	}
+	return iscsitest.FormatBytes(c.PeakRSS)
 }
 
 // cpuPer100k is the target's CPU-seconds per 100k I/Os, or n/a.
@@ -168,6 +179,7 @@ func printTable(w io.Writer, r results) {
 	}
 	perRow("target CPU-seconds per 100k I/Os (utime+stime of the target process around each row, login included)", cell.cpuPer100k)
 	perRow("target context switches per I/O (voluntary+nonvoluntary, summed over the target's threads)", cell.switchesPerIO)
+	perRow("target peak RSS during the row (VmHWM, reset before each row)", cell.peakRSS)
 
 	// What the cells cannot hold.
 	var notes []string

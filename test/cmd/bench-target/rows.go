@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +26,7 @@ type workload struct {
 
 // workloads are the rows, reads first: they run while the file holds the
 // data it was filled with, before the write rows overwrite it.
-func workloads() []workload {
+func allWorkloads() []workload {
 	return []workload{
 		{name: "iscsi-perf 4 KiB random read QD1", client: "iscsi-perf", bytes: 4 << 10, qd: 1, random: true},
 		{name: "iscsi-perf 4 KiB random read QD32", client: "iscsi-perf", bytes: 4 << 10, qd: 32, random: true},
@@ -36,6 +37,33 @@ func workloads() []workload {
 		{name: "qemu-img bench 4 KiB write QD32", client: "qemu-img", bytes: 4 << 10, qd: 32, write: true},
 		{name: "qemu-img bench 1 MiB write QD32", client: "qemu-img", bytes: 1 << 20, qd: 32, write: true},
 	}
+}
+
+// selected are the rows -rows picked; nil means all.
+var selected []workload
+
+// selectRows returns the rows whose name contains one of the
+// comma-separated strings of spec ("QD1$": whose name ends in QD1).
+func selectRows(spec string) []workload {
+	var out []workload
+	for _, w := range allWorkloads() {
+		for _, f := range strings.Split(spec, ",") {
+			suffix, end := strings.CutSuffix(f, "$")
+			if f != "" && (!end && strings.Contains(w.name, f) || end && strings.HasSuffix(w.name, suffix)) {
+				out = append(out, w)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// workloads are the rows this run measures.
+func workloads() []workload {
+	if selected != nil {
+		return selected
+	}
+	return allWorkloads()
 }
 
 func rowNames() []string {
@@ -60,10 +88,15 @@ func measureWorkload(ctx context.Context, t iscsitest.Target, w workload, d time
 	pid := t.PID()
 	var u0 iscsitest.ProcUsage
 	var err error
+	rssReset := false
 	if pid > 0 {
+		rssReset = iscsitest.ResetPeakRSS(pid) == nil
 		u0, err = iscsitest.ReadProcUsage(pid)
 	}
 	c := runWorkload(ctx, t, w, d, log)
+	if rssReset {
+		c.PeakRSS, _ = iscsitest.PeakRSSOf(pid)
+	}
 	if pid <= 0 || err != nil || !c.ok() {
 		return c
 	}

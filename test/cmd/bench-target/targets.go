@@ -81,7 +81,7 @@ func startTargetd(ctx context.Context, bin string, log *slog.Logger, dir, file s
 		Argv: []string{bin,
 			"--config", "{config}", "--node", tdNode,
 			"--state-dir", "{dir}/state", "--control-socket", "{dir}/control.sock",
-			"--listen", "{portal}", "--log-level", "warn",
+			"--listen", "{portal}", "--log-level", "warn", "--metrics", "off",
 			"--allow-initiator", iscsitest.PerfInitiator,
 			"--allow-initiator", iscsitest.QemuInitiatorName,
 			"--allow-initiator", iscsitest.ReadCapacityInitiator,
