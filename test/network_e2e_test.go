@@ -29,7 +29,8 @@ import (
 // with Ctrl-] while the guest keeps running; a failover to node-b while
 // node-b lacks the bridge is refused before the epoch moves; with the
 // bridge back, a planned failover moves it and it answers again with the
-// same MAC, its tap gone from node-a.
+// same MAC, its tap gone from node-a, and its console is attached from
+// node-a, relayed by the two fenceds.
 func TestGuestNetwork(t *testing.T) {
 	fencingBinaries(t)
 	img := guestImage(t)
@@ -112,6 +113,23 @@ func TestGuestNetwork(t *testing.T) {
 	assert.Equal(t, mac, got, "the guest keeps its MAC across the failover")
 	assert.False(t, linkExists(ctx, t, r.a, tap), "node-a's tap went with the guest")
 	assert.True(t, linkExists(ctx, t, r.b, tap), "node-b has the guest's tap")
+
+	// The console from node-a, relayed by the fenceds from node-b; the
+	// runner's own attach is refused meanwhile.
+	con = attachConsole(ctx, t, r.a)
+	con.expect(t, "relayed by node-a's mhcodi-fenced")
+	con.send(t, "\r")
+	con.expect(t, "guest# ")
+	con.send(t, "hostname\r")
+	con.expect(t, "\ndemo\r")
+	second = r.cli(ctx, r.b, "guest", "console", "demo")
+	assert.Equal(t, 1, second.Code, "an attach on node-b while node-a's is relayed is refused: %s", second)
+	assert.Contains(t, second.Stderr, "the console is attached elsewhere")
+	con.send(t, string([]byte{console.Escape}))
+	con.wait(t)
+	con.expect(t, "Detached from demo's console; demo keeps running.")
+	_, err = c.Ping(ctx, addr, 2*time.Second)
+	require.NoError(t, err, "the guest answers after the relayed console detached")
 	for _, h := range c.Hosts() {
 		_, _ = h.TrackGuests()
 	}

@@ -172,6 +172,13 @@ func daemonCmd(name string, args []string, stdout, stderr io.Writer) int {
 			log.Error("loading kernel modules", "err", err)
 		}
 	}
+	var button <-chan struct{}
+	if name == "boot" {
+		// Watched from now on (the modules made the input devices): a
+		// press while the arrays assemble is not lost, the watch below
+		// sees it at once and shuts down.
+		button = boot.PowerButton(ctx, log)
+	}
 
 	h, wiped, source, err := c.staticHost()
 	if err != nil {
@@ -242,7 +249,6 @@ func daemonCmd(name string, args []string, stdout, stderr io.Writer) int {
 	}
 
 	var children *boot.Children
-	var button <-chan struct{}
 	if name == "boot" {
 		children = boot.NewChildren(log)
 		for _, r := range runs {
@@ -250,7 +256,6 @@ func daemonCmd(name string, args []string, stdout, stderr io.Writer) int {
 				log.Error("running a command", "err", err)
 			}
 		}
-		button = boot.PowerButton(ctx, log)
 	}
 
 	// Watch until SIGTERM/SIGINT or the power button.

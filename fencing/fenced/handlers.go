@@ -64,6 +64,7 @@ func (s *Server) mux() *http.ServeMux {
 	m.HandleFunc("POST "+api.PathJoin, s.handleJoin)
 	m.HandleFunc("GET "+api.PathCluster, s.handleCluster)
 	m.HandleFunc("GET "+api.PathConfig, s.handleConfig)
+	m.HandleFunc("GET "+api.PathConsole, s.handleConsole)
 	return m
 }
 

@@ -65,11 +65,11 @@ func Lock(dir string) (unlock func(), err error) {
 	}, nil
 }
 
-// Attach copies between conn (the guest's console) and the terminal (in,
+// Attach copies between conn (the guest's console, or a relay of it) and the terminal (in,
 // out) until Escape is typed (detached true), the console closes (the
 // guest ended), or ctx ends. What precedes Escape in the same read still
 // reaches the guest.
-func Attach(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) (detached bool, err error) {
+func Attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer) (detached bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var once sync.Once
@@ -121,9 +121,27 @@ func Attach(ctx context.Context, conn net.Conn, in io.Reader, out io.Writer) (de
 	case <-ctx.Done():
 		finish(false, ctx.Err())
 	}
-	_ = conn.SetDeadline(time.Now())
+	if d, ok := conn.(interface{ SetDeadline(time.Time) error }); ok {
+		_ = d.SetDeadline(time.Now())
+	}
 	conn.Close()
 	return detached, result
+}
+
+// Splice copies both ways between a and b until either side ends, then
+// closes both: a relay of a console between two connections.
+func Splice(a, b io.ReadWriteCloser) {
+	done := make(chan struct{}, 2)
+	cp := func(dst io.Writer, src io.Reader) {
+		_, _ = io.Copy(dst, src)
+		done <- struct{}{}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	<-done
+	a.Close()
+	b.Close()
+	<-done
 }
 
 // MakeRaw puts the terminal fd in raw mode (no echo, no line editing, no

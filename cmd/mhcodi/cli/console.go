@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/fencing/api"
 	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/internal/console"
 )
@@ -28,9 +29,10 @@ running. One attach at a time: a second one is refused and says who holds
 the console. The console log (<run_dir>/<guest>/console.log) is written
 whether or not anyone is attached.
 
-Run it on the node that runs the guest: the console is not relayed between
-nodes (mhcodi status shows where each guest runs). Under Xen it runs
-xl console.`,
+On the node that runs the guest it attaches the guest's console socket
+itself; on any other node its mhcodi-fenced relays the console from the
+runner's fenced (HTTPS with the cluster's certificates). Under Xen it runs
+xl console, on the node that runs the guest only.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runConsole(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), g, f, args[0])
@@ -52,7 +54,7 @@ func runConsole(ctx context.Context, in io.Reader, out, errw io.Writer, g *globa
 		}
 	}
 	if gs == nil {
-		return &exitError{ExitInvalid, notHere(ctx, f, guest)}
+		return relayConsole(ctx, in, out, errw, f, guest)
 	}
 	if gs.ConsoleSocket == "" {
 		cfg, err := configs.Load(g.config)
@@ -80,6 +82,31 @@ func runConsole(ctx context.Context, in io.Reader, out, errw io.Writer, g *globa
 		return &exitError{ExitInvalid, fmt.Errorf("%s's console on %s: %w", guest, f.node, err)}
 	}
 	fmt.Fprintf(errw, "Connected to %s's serial console on %s; Ctrl-] detaches (the log: %s).\r\n", guest, f.node, gs.Console)
+	return attach(ctx, conn, in, out, errw, guest)
+}
+
+// relayConsole attaches the console of a guest that runs on another node
+// through the local fenced, which relays it from that node's.
+func relayConsole(ctx context.Context, in io.Reader, out, errw io.Writer, f *fencedFlags, guest string) error {
+	cc, ok := f.client().(api.ConsoleClient)
+	if !ok {
+		return &exitError{ExitInvalid, fmt.Errorf("%s does not run on %s, and this build cannot relay a console", guest, f.node)}
+	}
+	rwc, err := cc.Console(ctx, guest)
+	if err != nil {
+		var se *api.StatusError
+		if errors.As(err, &se) {
+			return &exitError{ExitInvalid, errors.New(se.Message)}
+		}
+		return f.unreachable(err)
+	}
+	fmt.Fprintf(errw, "Connected to %s's serial console, relayed by %s's mhcodi-fenced from the node that runs it; Ctrl-] detaches.\r\n", guest, f.node)
+	return attach(ctx, rwc, in, out, errw, guest)
+}
+
+// attach runs a console session on the terminal (raw mode when in is one)
+// until Ctrl-] or the console's end.
+func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out, errw io.Writer, guest string) error {
 	if fd, ok := in.(interface{ Fd() uintptr }); ok {
 		restore, err := console.MakeRaw(int(fd.Fd()))
 		if err != nil {
@@ -101,22 +128,3 @@ func runConsole(ctx context.Context, in io.Reader, out, errw io.Writer, g *globa
 	}
 	return &exitError{ExitInvalid, err}
 }
-
-// notHere says where guest runs instead of this node, from the cluster
-// view when it can be had.
-func notHere(ctx context.Context, f *fencedFlags, guest string) error {
-	v, err := fetchCluster(ctx, f)
-	if err == nil {
-		for _, n := range v.Nodes {
-			for _, s := range n.Status.Guests {
-				if s.Name == guest && n.Node != f.node {
-					return fmt.Errorf("%s runs on %s, not on %s: attach its console there (mhcodi guest console %s --node %s, on %s); the console is not relayed between nodes",
-						guest, n.Node, f.node, guest, n.Node, n.Node)
-				}
-			}
-		}
-	}
-	return fmt.Errorf("%s does not run on %s%s (mhcodi status shows where guests run; mhcodi guest start %s starts it)",
-		guest, f.node, map[bool]string{true: " nor on any node that answers", false: ""}[err == nil], guest)
-}
-
