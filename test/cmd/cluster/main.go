@@ -91,8 +91,13 @@ func up(args []string, out io.Writer, log *slog.Logger) error {
 		return nil
 	})
 	foreground := fs.Bool("foreground", false, "stay until SIGINT/SIGTERM, then tear down (default: detach and exit)")
+	fs.BoolVar(&o.ServiceNetwork, "service", false, "add a service network svc (br-svc on every storage node, a client namespace on it) and give the demo guest a NIC on it, host .50")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.ServiceNetwork && o.Nodes >= 2 {
+		o.Guests = cluster.DefaultGuests([]string{"node-a", "node-b"})
+		o.Guests[0].NICs = []configs.NIC{{Network: cluster.ServiceNetwork, Address: ".50"}}
 	}
 	o.Detach = !*foreground
 	// Certificates always: fenced cannot run without them, and a test
@@ -234,6 +239,14 @@ func printCluster(out io.Writer, c *cluster.Cluster, fenced bool) {
 		a := storage[0]
 		fmt.Fprintf(out, "\nThen: ip netns exec %s %s; ip netns exec %s %s\n", a.Netns, shellLine(a.CLIArgv("guest", "create", "demo")),
 			a.Netns, shellLine(a.CLIArgv("guest", "start", "demo")))
+	}
+	if c.ServiceSubnet().IsValid() {
+		fmt.Fprintf(out, "\nService network %s: subnet %s, bridge %s on every storage node, client in netns %s at %s; demo's NIC is %s.\n",
+			cluster.ServiceNetwork, c.ServiceSubnet(), cluster.ServiceBridge, c.ClientNetns(), c.ClientAddr(), c.ServiceAddr(50).Addr())
+		if storage := storageHosts(c); len(storage) > 0 {
+			a := storage[0]
+			fmt.Fprintf(out, "Its console, once it runs: ip netns exec %s %s (Ctrl-] detaches)\n", a.Netns, shellLine(a.CLIArgv("guest", "console", "demo")))
+		}
 	}
 	if len(c.Hosts()) > 1 {
 		a, b := c.Hosts()[0], c.Hosts()[1]
