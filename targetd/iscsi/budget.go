@@ -59,6 +59,19 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) (int64, error) {
 	return 0, ctx.Err()
 }
 
+// tryAcquire takes n bytes (at most the whole budget) if they are free
+// and nobody waits.
+func (b *byteBudget) tryAcquire(n int64) (int64, bool) {
+	n = min(n, b.size)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.waiters) > 0 || b.free < n {
+		return 0, false
+	}
+	b.free -= n
+	return n, true
+}
+
 // release gives back n bytes from acquire.
 func (b *byteBudget) release(n int64) {
 	if n == 0 {

@@ -270,7 +270,18 @@ func (c *conn) scsiCommand(h *pdu.Header, have []byte) error {
 		},
 	}
 	if wr && edtl > 0 {
-		t.cmd.Data = c.srv.bufs.get(int(edtl))
+		bufLen := edtl
+		if edtl > inlineMaxBytes {
+			// deferredWrite: only the first burst's room now; the
+			// whole buffer comes with the write budget, before the
+			// first R2T.
+			t.deferred = true
+			bufLen = max(dlen, 1)
+			if !final {
+				bufLen = max(bufLen, min(p.FirstBurstLength, edtl))
+			}
+		}
+		t.cmd.Data = c.srv.bufs.get(int(bufLen))
 		if err := c.readInto(t.cmd.Data[:dlen], have); err != nil {
 			c.srv.bufs.put(t.cmd.Data)
 			if errors.Is(err, pdu.ErrDataDigest) {
@@ -334,11 +345,34 @@ func appendExtendedCDB(cdb, ahs []byte) []byte {
 const maxWriteBuffer = 32 << 20
 
 // sendR2Ts asks for the next pieces of a write, up to MaxOutstandingR2T.
+// A large write's buffer is allocated here, before its first R2T, once the
+// server's write budget has room for it (see deferredWrite); when it has
+// not, a goroutine waits for the room and sends the R2Ts, and the reader
+// goes on (the data cannot come before the R2T asking for it).
 func (c *conn) sendR2Ts(t *task) error {
 	p := &c.sess.params
+	if len(t.r2ts) >= int(max(p.MaxOutstandingR2T, 1)) || t.nextOffset >= t.edtl {
+		return nil
+	}
+	if t.deferred {
+		n, ok := c.srv.writeBudget.tryAcquire(int64(t.edtl))
+		if !ok {
+			c.awaitWriteBudget(t)
+			return nil
+		}
+		t.grow(c.srv, n)
+	}
+	return c.sendHeaders(c.buildR2Ts(t, c.sess.newTTT))
+}
+
+// buildR2Ts makes the R2Ts t may have outstanding now and records them in
+// t; ttt hands out target transfer tags.
+func (c *conn) buildR2Ts(t *task, ttt func() uint32) []pdu.Header {
+	p := &c.sess.params
+	var hs []pdu.Header
 	for len(t.r2ts) < int(max(p.MaxOutstandingR2T, 1)) && t.nextOffset < t.edtl {
 		n := min(p.MaxBurstLength, t.edtl-t.nextOffset)
-		r := &r2t{ttt: c.sess.newTTT(), offset: t.nextOffset, length: n}
+		r := &r2t{ttt: ttt(), offset: t.nextOffset, length: n}
 		t.r2ts = append(t.r2ts, r)
 		t.nextOffset += n
 		var h pdu.Header
@@ -351,11 +385,66 @@ func (c *conn) sendR2Ts(t *task) error {
 		t.r2tSN++
 		h.PutU32(pdu.OffOffset, r.offset)
 		h.PutU32(pdu.OffResidual, r.length)
-		if err := c.send(&h, nil, false); err != nil {
+		hs = append(hs, h)
+	}
+	return hs
+}
+
+func (c *conn) sendHeaders(hs []pdu.Header) error {
+	for i := range hs {
+		if err := c.send(&hs[i], nil, false); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// awaitWriteBudget waits, on a goroutine of its own, until the write
+// budget has room for t, then gives t its buffer and sends its first R2Ts.
+// Until then only t's own state is touched, under t.mu, which the reader
+// takes (receiving) before it uses t for a Data-Out: the R2Ts go out after
+// t.mu is released, and no Data-Out can come before them.
+func (c *conn) awaitWriteBudget(t *task) {
+	s := c.sess
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.running.Add(1)
+	s.mu.Unlock()
+	t.mu.Lock()
+	t.awaiting = true
+	t.mu.Unlock()
+	go func() {
+		defer s.running.Done()
+		defer func() {
+			t.mu.Lock()
+			t.awaiting = false
+			t.mu.Unlock()
+		}()
+		n, err := c.srv.writeBudget.acquire(t.ctx, int64(t.edtl))
+		if err != nil {
+			return // aborted
+		}
+		// Tags first: newTTT takes s.mu, which is never taken under t.mu.
+		ttts := make([]uint32, max(s.params.MaxOutstandingR2T, 1))
+		for i := range ttts {
+			ttts[i] = s.newTTT()
+		}
+		next := 0
+		t.mu.Lock()
+		if t.aborted || t.state != taskReceiving {
+			t.mu.Unlock()
+			c.srv.writeBudget.release(n)
+			return
+		}
+		t.grow(c.srv, n)
+		hs := c.buildR2Ts(t, func() uint32 { next++; return ttts[next-1] })
+		t.awaiting = false
+		t.mu.Unlock()
+		c.sendHeaders(hs)
+	}()
 }
 
 // dataOut places a Data-Out PDU's data into its task's buffer.
@@ -372,6 +461,10 @@ func (c *conn) dataOut(h *pdu.Header) error {
 		// A task aborted or ignored (CmdSN outside the window) may still
 		// have data in flight: drop it quietly.
 		return c.r.SkipData()
+	}
+	if t.awaitingBudget() {
+		// No R2T went out yet, and no unsolicited data is expected.
+		return c.dataOutError(t, h, fmt.Sprintf("Data-Out for ITT 0x%x before its R2T", t.itt))
 	}
 	ttt := h.U32(pdu.OffTTT)
 	off := h.U32(pdu.OffOffset)
@@ -571,6 +664,7 @@ func (c *conn) finish(t *task, _ error) {
 	}
 	s.mu.Unlock()
 	s.release(t.immediate)
+	c.srv.writeBudget.release(t.takeBudget())
 	if t.cmd.Data != nil {
 		c.srv.bufs.put(t.cmd.Data)
 		t.cmd.Data = nil

@@ -81,8 +81,13 @@ type Config struct {
 	// ReadBudget bounds the bytes of Data-In buffers that the server's
 	// large reads (over 64 KiB) hold at once, over all sessions: such a
 	// read waits for its share before it reads, and gives it back once its
-	// Data-In was written. Zero means 16 MiB.
+	// Data-In was written. Zero means 8 MiB.
 	ReadBudget int64
+	// WriteBudget bounds the bytes of write buffers that the server's
+	// large writes (over 64 KiB) hold at once, over all sessions: such a
+	// write gets its buffer, and its first R2T, when the budget has room;
+	// until then it holds only its first burst. Zero means 16 MiB.
+	WriteBudget int64
 	// Observe, if set, is called after every SCSI command.
 	Observe func(Event)
 	Logger  *slog.Logger
@@ -106,7 +111,8 @@ const (
 	defaultQueueDepth   = 128
 	defaultLoginTimeout = 15 * time.Second
 	defaultIdleKick     = 100 * time.Millisecond
-	defaultReadBudget   = 16 << 20
+	defaultReadBudget   = 8 << 20
+	defaultWriteBudget  = 16 << 20
 )
 
 // Server serves iSCSI on any number of listeners. There is no global state:
@@ -117,6 +123,8 @@ type Server struct {
 	bufs bufPool
 	// budget bounds the Data-In buffers of large reads (Config.ReadBudget).
 	budget *byteBudget
+	// writeBudget bounds the buffers of large writes (Config.WriteBudget).
+	writeBudget *byteBudget
 	// spinners counts readers polling their socket (awaitData), at most
 	// maxSpinners.
 	spinners    atomic.Int32
@@ -159,6 +167,9 @@ func NewServer(cfg Config) *Server {
 	if cfg.ReadBudget <= 0 {
 		cfg.ReadBudget = defaultReadBudget
 	}
+	if cfg.WriteBudget <= 0 {
+		cfg.WriteBudget = defaultWriteBudget
+	}
 	if cfg.AuthDelay == 0 {
 		cfg.AuthDelay = defaultAuthDelay
 		if cfg.AuthMaxDelay == 0 {
@@ -170,12 +181,13 @@ func NewServer(cfg Config) *Server {
 		cfg.AuthLogWindow = defaultAuthLogWindow
 	}
 	s := &Server{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[*conn]struct{}{},
-		sessions:  map[sessionKey]*session{},
-		budget:    newByteBudget(cfg.ReadBudget),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		listeners:   map[net.Listener]struct{}{},
+		conns:       map[*conn]struct{}{},
+		sessions:    map[sessionKey]*session{},
+		budget:      newByteBudget(cfg.ReadBudget),
+		writeBudget: newByteBudget(cfg.WriteBudget),
 		// A quarter of the cores at most poll for the next request.
 		maxSpinners: int32(max(1, runtime.GOMAXPROCS(0)/4)),
 	}

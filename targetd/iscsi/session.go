@@ -249,6 +249,10 @@ func (s *session) end() {
 		s.idle.Broadcast()
 		s.mu.Unlock()
 		s.running.Wait()
+		// Writes that never got all their data give their budget back.
+		for _, t := range s.tasksOn(func(*task) bool { return true }) {
+			s.srv.writeBudget.release(t.takeBudget())
+		}
 		if s.target != nil {
 			s.target.NexusLost(s.nexus)
 		}

@@ -26,6 +26,14 @@ type task struct {
 	nextOffset  uint32 // first byte not yet asked for by an R2T
 	r2tSN       uint32
 	r2ts        []*r2t
+	// deferred: a write over inlineMaxBytes whose cmd.Data holds only
+	// its first burst until grow gives it the whole buffer, with budget
+	// bytes of the server's write budget (given back by finish).
+	deferred bool
+	budget   int64
+	// awaiting: a goroutine waits for the write budget and will send the
+	// first R2Ts (awaitWriteBudget); guarded by mu.
+	awaiting bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -97,4 +105,33 @@ func (t *task) receiving() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.state == taskReceiving && !t.aborted
+}
+
+// awaitingBudget reports whether t's first R2Ts are still to come from
+// awaitWriteBudget's goroutine (so no Data-Out may arrive yet).
+func (t *task) awaitingBudget() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.awaiting
+}
+
+// grow gives a deferred write its whole buffer, holding n bytes of srv's
+// write budget; the first burst moves over. The reader owns t, or t.mu is
+// held.
+func (t *task) grow(srv *Server, n int64) {
+	buf := srv.bufs.get(int(t.edtl))
+	copy(buf, t.cmd.Data[:t.got])
+	srv.bufs.put(t.cmd.Data)
+	t.cmd.Data = buf
+	t.deferred = false
+	t.budget = n
+}
+
+// takeBudget returns the write budget t holds, once.
+func (t *task) takeBudget() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.budget
+	t.budget = 0
+	return n
 }
