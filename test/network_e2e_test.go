@@ -23,7 +23,8 @@ import (
 )
 
 // TestGuestNetwork (issue 15): the guest has a NIC on the service
-// network. It boots on node-a and the client namespace pings it, with
+// network. Its start is refused while node-a lacks the bridge. It boots on
+// node-a and the client namespace pings it, with
 // the MAC derived from the names; its serial console is attached through
 // a pty (a second attach is refused), answers a command and is detached
 // with Ctrl-] while the guest keeps running; a failover to node-b while
@@ -46,6 +47,16 @@ func TestGuestNetwork(t *testing.T) {
 	addr := c.ServiceAddr(50).Addr()
 	mac := naming.MAC(c.Config.Cluster.Name, "demo", cluster.ServiceNetwork).String()
 	tap := naming.TapName("demo", cluster.ServiceNetwork)
+
+	// node-a without its bridge: the first start is refused before the
+	// ledger has a record of the guest, naming the bridge.
+	require.NoError(t, r.a.SetServiceBridge(ctx, false))
+	res := r.cli(ctx, r.a, "guest", "start", "demo")
+	assert.Equal(t, 1, res.Code, "%s", res)
+	assert.Contains(t, res.Stderr, "node-a cannot carry demo's NICs: NIC svc (network svc): bridge br-svc does not exist")
+	_, err := record(ctx, r.a)
+	assert.ErrorContains(t, err, "no record of demo", "the refused start wrote nothing")
+	require.NoError(t, r.a.SetServiceBridge(ctx, true))
 
 	begin := time.Now()
 	r.startGuest(ctx, r.a)
@@ -85,7 +96,7 @@ func TestGuestNetwork(t *testing.T) {
 	before, err := record(ctx, r.a)
 	require.NoError(t, err)
 	require.NoError(t, r.b.SetServiceBridge(ctx, false))
-	res := r.cli(ctx, r.a, "guest", "failover", "demo", "--to", "node-b")
+	res = r.cli(ctx, r.a, "guest", "failover", "demo", "--to", "node-b")
 	assert.Equal(t, 1, res.Code, "%s", res)
 	assert.Contains(t, res.Stderr, "node-b cannot carry demo's NICs: NIC svc (network svc): bridge br-svc does not exist")
 	after, err := record(ctx, r.a)

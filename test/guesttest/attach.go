@@ -33,7 +33,7 @@ func Attach(ctx context.Context, c *cluster.Cluster, h *cluster.Host, guest stri
 	if err != nil {
 		return nil, fmt.Errorf("attach %s on %s: %w", guest, h.Name, err)
 	}
-	drv, err := hypervisor.New(cfg, h.Name, hypervisor.Options{Prefix: h.Prefix(), Bridge: c.Bin("mhcodi-bridge"), RunDir: h.RunDir()})
+	drv, err := hypervisor.New(cfg, h.Name, hypervisor.Options{Prefix: h.Prefix(), Netns: h.Netns, Bridge: c.Bin("mhcodi-bridge"), RunDir: h.RunDir()})
 	if err != nil {
 		return nil, fmt.Errorf("attach %s on %s: %w", guest, h.Name, err)
 	}

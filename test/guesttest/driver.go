@@ -6,9 +6,10 @@ import (
 )
 
 // driverOptions runs the driver's commands (qemu, the leg bridge) inside
-// the host's namespace, with the host's own run directory.
+// the host's namespace, makes guests' taps there, with the host's own run
+// directory.
 func driverOptions(c *cluster.Cluster, h *cluster.Host) hypervisor.Options {
-	return hypervisor.Options{Prefix: h.Prefix(), Bridge: c.Bin("mhcodi-bridge"), RunDir: h.RunDir()}
+	return hypervisor.Options{Prefix: h.Prefix(), Netns: h.Netns, Bridge: c.Bin("mhcodi-bridge"), RunDir: h.RunDir()}
 }
 
 func specOptions(_ *cluster.Cluster, h *cluster.Host) []hypervisor.SpecOption {
