@@ -86,7 +86,7 @@ type Config struct {
 	// WriteBudget bounds the bytes of write buffers that the server's
 	// large writes (over 64 KiB) hold at once, over all sessions: such a
 	// write gets its buffer, and its first R2T, when the budget has room;
-	// until then it holds only its first burst. Zero means 16 MiB.
+	// until then it holds only its first burst. Zero means 8 MiB.
 	WriteBudget int64
 	// Observe, if set, is called after every SCSI command.
 	Observe func(Event)
@@ -112,7 +112,7 @@ const (
 	defaultLoginTimeout = 15 * time.Second
 	defaultIdleKick     = 100 * time.Millisecond
 	defaultReadBudget   = 8 << 20
-	defaultWriteBudget  = 16 << 20
+	defaultWriteBudget  = 8 << 20
 )
 
 // Server serves iSCSI on any number of listeners. There is no global state:
