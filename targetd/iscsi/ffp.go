@@ -617,10 +617,11 @@ func (c *conn) run(t *task, inline bool) {
 	if err != nil || t.ctx.Err() != nil {
 		err = scsi.ErrAborted
 	} else {
+		began := time.Now()
 		res, err = s.target.Execute(t.ctx, &t.cmd)
-	}
-	if inline && time.Since(t.start) > inlineSlow {
-		c.inlineOff = inlineBackoff
+		if inline && time.Since(began) > inlineSlow {
+			c.inlineOff = inlineBackoff
+		}
 	}
 	if err == nil && t.beginResponse() {
 		c.respond(t, &res, inline)
