@@ -3,6 +3,9 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/guestraid/boot"
 	"github.com/mhcodi/mhcodi/internal/console"
 	"github.com/mhcodi/mhcodi/naming"
 	"github.com/mhcodi/mhcodi/test/cluster"
@@ -24,14 +28,14 @@ import (
 
 // TestGuestNetwork (issue 15): the guest has a NIC on the service
 // network. Its start is refused while node-a lacks the bridge. It boots on
-// node-a and the client namespace pings it, with
-// the MAC derived from the names; its serial console is attached through
-// a pty (a second attach is refused), answers a command and is detached
-// with Ctrl-] while the guest keeps running; a failover to node-b while
-// node-b lacks the bridge is refused before the epoch moves; with the
-// bridge back, a planned failover moves it and it answers again with the
-// same MAC, its tap gone from node-a, and its console is attached from
-// node-a, relayed by the two fenceds.
+// node-a; the client namespace pings it, finds the MAC derived from the
+// names and opens a TCP connection to it. Its serial console is attached
+// through a pty (a second attach is refused), answers a command and is
+// detached with Ctrl-] while the guest keeps running. A failover to node-b
+// while node-b lacks the bridge is refused before the epoch moves; with
+// the bridge back, a planned failover moves it and it answers again (ping
+// and TCP) with the same MAC, its tap gone from node-a, and its console is
+// attached from node-a, relayed by the two fenceds.
 func TestGuestNetwork(t *testing.T) {
 	fencingBinaries(t)
 	img := guestImage(t)
@@ -68,6 +72,7 @@ func TestGuestNetwork(t *testing.T) {
 	got, err := c.ClientNeighbour(ctx, addr)
 	require.NoError(t, err)
 	assert.Equal(t, mac, got, "the client sees the derived MAC")
+	echo(ctx, t, c, addr)
 	assert.True(t, linkExists(ctx, t, r.a, tap), "node-a has the guest's tap %s", tap)
 
 	// The console: attach, talk to the guest, a second attach is
@@ -122,6 +127,7 @@ func TestGuestNetwork(t *testing.T) {
 	got, err = c.ClientNeighbour(ctx, addr)
 	require.NoError(t, err)
 	assert.Equal(t, mac, got, "the guest keeps its MAC across the failover")
+	echo(ctx, t, c, addr)
 	assert.False(t, linkExists(ctx, t, r.a, tap), "node-a's tap went with the guest")
 	assert.True(t, linkExists(ctx, t, r.b, tap), "node-b has the guest's tap")
 
@@ -144,6 +150,33 @@ func TestGuestNetwork(t *testing.T) {
 	for _, h := range c.Hosts() {
 		_, _ = h.TrackGuests()
 	}
+}
+
+// echo opens a TCP connection from the client to the guest's echo
+// service and has a line said back.
+func echo(ctx context.Context, t *testing.T, c *cluster.Cluster, addr netip.Addr) {
+	t.Helper()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// The guest answers pings as soon as its NIC has its address; the
+	// echo service starts a moment later.
+	var conn net.Conn
+	var err error
+	for {
+		if conn, err = c.DialClient(dctx, netip.AddrPortFrom(addr, boot.EchoPort)); err == nil || dctx.Err() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(t, err, "TCP to the guest's echo service")
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = conn.Write([]byte("mhcodi\n"))
+	require.NoError(t, err)
+	b := make([]byte, 7)
+	_, err = io.ReadFull(conn, b)
+	require.NoError(t, err)
+	assert.Equal(t, "mhcodi\n", string(b))
 }
 
 func linkExists(ctx context.Context, t *testing.T, h *cluster.Host, name string) bool {

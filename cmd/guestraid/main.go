@@ -190,6 +190,9 @@ func daemonCmd(name string, args []string, stdout, stderr io.Writer) int {
 		if err := boot.Network(h, 5*time.Second, log); err != nil {
 			log.Error("network", "err", err)
 		}
+		if h != nil && len(h.NICs) > 0 {
+			go boot.Echo(ctx, log)
+		}
 		if con := boot.Console(); con != nil {
 			go boot.ConsoleShell(ctx, con, con, h)
 		}

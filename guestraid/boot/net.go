@@ -81,6 +81,34 @@ func linkByMAC(mac string, wait time.Duration) (netlink.Link, error) {
 	}
 }
 
+// EchoPort is where the u-root test image answers TCP with what it gets
+// (the echo service, RFC 862), so a test can open a connection to a guest.
+const EchoPort = 7
+
+// Echo serves the echo service on EchoPort until ctx ends.
+func Echo(ctx context.Context, log *slog.Logger) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf(":%d", EchoPort))
+	if err != nil {
+		log.Warn("echo service", "err", err)
+		return
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
 // ShellPrompt ends every answer of ConsoleShell.
 const ShellPrompt = "guest# "
 

@@ -2,7 +2,10 @@ package boot
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -37,4 +40,32 @@ func TestConsoleShell(t *testing.T) {
 	assert.Contains(t, out, "demo\r\n")
 	assert.Contains(t, out, "lo - ")
 	assert.Contains(t, out, "frob: unknown command")
+}
+
+func TestEcho(t *testing.T) {
+	if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", EchoPort)); err != nil {
+		t.Skipf("port %d is not free here (or not ours to take): %v", EchoPort, err)
+	} else {
+		ln.Close()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Echo(ctx, slog.New(slog.DiscardHandler))
+	var c net.Conn
+	var err error
+	for i := 0; i < 50; i++ {
+		if c, err = net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", EchoPort)); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("ping\n"))
+	b := make([]byte, 5)
+	_, err = io.ReadFull(c, b)
+	assert.NoError(t, err)
+	assert.Equal(t, "ping\n", string(b))
 }

@@ -159,6 +159,15 @@ func (c *Cluster) WaitPing(ctx context.Context, addr netip.Addr) (time.Time, err
 	}
 }
 
+// DialClient opens a TCP connection from the client namespace to addr
+// (ip:port on the service network).
+func (c *Cluster) DialClient(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	if !c.svcSubnet.Contains(addr.Addr()) {
+		return nil, fmt.Errorf("dial %s: not on the service network %s", addr, c.svcSubnet)
+	}
+	return dialIn(ctx, c.clientNetns, addr.String())
+}
+
 // ClientNeighbour is the MAC the client's neighbour table has for addr
 // ("" when it has none); FlushClientNeighbours empties the table, so the
 // next ping learns the MAC afresh.
