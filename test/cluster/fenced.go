@@ -250,9 +250,6 @@ func guestPIDs(runDir, netns string) ([]guestPID, error) {
 	return out, nil
 }
 
-// inNetns reports whether pid runs in the host's network namespace.
-func (h *Host) inNetns(pid int) bool { return pidInNetns(h.Netns, pid) }
-
 // pidInNetns reports whether pid runs in the named network namespace.
 func pidInNetns(netns string, pid int) bool {
 	var want, got syscall.Stat_t
