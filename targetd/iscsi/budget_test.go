@@ -132,3 +132,9 @@ func TestWriteBudgetHoldsR2T(t *testing.T) {
 		return f.srv.writeBudget.free == size
 	}, 5*time.Second, 10*time.Millisecond, "the whole budget is back")
 }
+
+func TestSpinners(t *testing.T) {
+	for procs, want := range map[int]int32{1: 0, 2: 1, 4: 1, 8: 2, 16: 4, 64: 16} {
+		assert.Equal(t, want, spinners(procs), "GOMAXPROCS %d", procs)
+	}
+}

@@ -189,12 +189,21 @@ func NewServer(cfg Config) *Server {
 		budget:      newByteBudget(cfg.ReadBudget),
 		writeBudget: newByteBudget(cfg.WriteBudget),
 		// A quarter of the cores at most poll for the next request.
-		maxSpinners: int32(max(1, runtime.GOMAXPROCS(0)/4)),
+		maxSpinners: spinners(runtime.GOMAXPROCS(0)),
 	}
 	if cfg.AuthDelay > 0 {
 		s.auth = newAuthThrottle(cfg.AuthDelay, cfg.AuthMaxDelay, cfg.AuthLogWindow)
 	}
 	return s
+}
+
+// spinners is how many readers may poll their sockets at once with procs
+// Ps: a quarter, at least one, none when one P would be all of them.
+func spinners(procs int) int32 {
+	if procs < 2 {
+		return 0
+	}
+	return int32(max(1, procs/4))
 }
 
 // ErrServerClosed is returned by Serve after Close.

@@ -1,6 +1,7 @@
 package iscsi
 
 import (
+	"runtime"
 	"syscall"
 	"time"
 	"unsafe"
@@ -22,8 +23,9 @@ const spinFor = 30 * time.Microsecond
 // does not park.
 //
 // At most maxSpinners readers of the server poll at once (a quarter of
-// GOMAXPROCS, at least one): with many busy sessions the others park, so
-// polling never takes the cores the sessions' work needs.
+// GOMAXPROCS, at least one; none with a single P): with many busy sessions
+// the others park, so polling never takes the cores the sessions' work
+// needs; and a poller lets runnable goroutines go first.
 func (c *conn) awaitData() {
 	if c.rc == nil {
 		return
@@ -38,11 +40,13 @@ func (c *conn) awaitData() {
 	var b [1]byte
 	c.rc.Read(func(fd uintptr) bool {
 		for {
-			_, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			// Raw: MSG_DONTWAIT never blocks, the scheduler need not know.
+			_, _, errno := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
 				unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
 			if errno != unix.EAGAIN && errno != unix.EINTR || time.Now().After(deadline) {
 				return true
 			}
+			runtime.Gosched() // goroutines with work go first
 		}
 	})
 }
