@@ -77,10 +77,12 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
 
 # Measures tgt, gotgt and mhcodi-targetd with iscsi-perf and qemu-img bench
-# over loopback on one page-cached file (about 3 minutes; see
-# test/cmd/bench-target). A failed build is not fatal: targetd's column is
-# then "n/a (not built)", or the last binary built. Pass flags with
-# BENCH_TARGET_FLAGS="-duration 5s -size 256M".
+# over loopback on one page-cached file (about 5 minutes; see
+# test/cmd/bench-target): single and parallel sessions, and per target its
+# CPU-seconds per 100k I/Os, context switches per I/O and peak RSS. A failed
+# build is not fatal: targetd's column is then "n/a (not built)", or the last
+# binary built. Pass flags with
+# BENCH_TARGET_FLAGS="-duration 5s -size 256M -rows QD1$,x8".
 .PHONY: bench-target bench-guest
 bench-target: deps
 	-$(MAKE) --no-print-directory build
