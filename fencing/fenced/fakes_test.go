@@ -94,6 +94,8 @@ type fakeStore struct {
 	quorum  error
 	holds   []string
 	drops   []string
+	// watch, when set, is what Watch sends (a test sends on it).
+	watch chan string
 }
 
 func newFakeStore(node string) *fakeStore {
@@ -199,7 +201,24 @@ func (f *fakeStore) LastRenewed() time.Time {
 }
 
 func (f *fakeStore) Watch(ctx context.Context) <-chan string {
+	f.mu.Lock()
+	src := f.watch
+	f.mu.Unlock()
 	ch := make(chan string, 16)
+	if src != nil {
+		go func() {
+			defer close(ch)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case g := <-src:
+					ch <- g
+				}
+			}
+		}()
+		return ch
+	}
 	go func() { <-ctx.Done(); close(ch) }()
 	return ch
 }

@@ -380,8 +380,18 @@ func (s *Server) monitorLoop(ctx context.Context) {
 // watchLoop turns ledger changes into monitor rounds, so that an expired
 // lease or a new owner is acted on at once.
 func (s *Server) watchLoop(ctx context.Context) {
-	for range s.ledger.Watch(ctx) {
+	var lw *leaseWatch
+	if s.quorum && s.cfg.Fencing.AutoFailover && s.failover != nil {
+		lw = newLeaseWatch(s.timers, s.checkFailoverOf)
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() { defer close(done); lw.Run(ctx) }()
+	}
+	for g := range s.ledger.Watch(ctx) {
 		s.kickMonitor()
+		if lw != nil {
+			lw.notify(g)
+		}
 	}
 }
 
@@ -595,27 +605,66 @@ func (s *Server) keepHolds(ctx context.Context, running []hypervisor.Status, rec
 // checkFailover starts an automatic failover of every guest whose owner's
 // lease expired and that this node should take (ChooseFailover).
 func (s *Server) checkFailover(ctx context.Context, recs []ledger.Record) {
-	ttl := s.cfg.Timeouts.LeaseTTL
-	now := s.clock.Now()
 	for _, r := range recs {
-		if r.Desired != ledger.DesiredRunning || r.Owner == "" || r.Owner == s.self || now.Sub(r.Updated) < ttl {
-			continue
-		}
-		g, ok := s.cfg.Guest(r.Guest)
-		if !ok || !s.legsHere(g, "") {
-			continue
-		}
-		hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		holder, err := s.ledger.Holder(hctx, r.Guest)
-		cancel()
-		if err != nil || holder != "" {
-			continue
-		}
-		alive := s.aliveNodes(ctx, FailoverCandidates(s.cfg, r.Guest, r.Owner, allNodes(s.cfg)))
-		if ChooseFailover(s.cfg, s.self, r, holder, now, ttl, alive) {
-			s.failover.start(s.baseCtx, r.Guest)
-		}
+		s.failoverCheck(ctx, r)
 	}
+}
+
+// checkFailoverOf is the lease watch's check of one guest: it reads the
+// guest's record and starts its failover when due; it says when to look
+// again (zero: when the ledger changes).
+func (s *Server) checkFailoverOf(ctx context.Context, guest string) time.Time {
+	if !s.quorum || !s.cfg.Fencing.AutoFailover || s.failover == nil {
+		return time.Time{}
+	}
+	if s.keeper != nil && !s.keeper.Fresh() {
+		// A node that cannot renew its own lease is cut off itself.
+		return time.Time{}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	r, err := s.ledger.Get(rctx, guest)
+	cancel()
+	if err != nil {
+		if !errors.Is(err, ledger.ErrNotFound) {
+			s.log.Debug("lease watch: cannot read the guest's record", "guest", guest, "err", err)
+		}
+		return time.Time{}
+	}
+	return s.failoverCheck(ctx, r)
+}
+
+// failoverCheck starts rec's automatic failover to this node when its
+// owner's lease is gone and this node is the one to take it; it says when
+// to look again when the record is too young for that (FailoverDue).
+func (s *Server) failoverCheck(ctx context.Context, r ledger.Record) time.Time {
+	ttl := s.cfg.Timeouts.LeaseTTL
+	if ttl <= 0 {
+		ttl = configs.DefaultLeaseTTL
+	}
+	now := s.clock.Now()
+	due, recheck := FailoverDue(s.self, r, "", now, ttl)
+	if !due && recheck.IsZero() {
+		return time.Time{}
+	}
+	g, ok := s.cfg.Guest(r.Guest)
+	if !ok || !s.legsHere(g, "") {
+		return time.Time{}
+	}
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	holder, err := s.ledger.Holder(hctx, r.Guest)
+	cancel()
+	if err != nil || holder != "" {
+		return time.Time{}
+	}
+	if !due {
+		return recheck
+	}
+	cands := FailoverCandidates(s.cfg, r.Guest, r.Owner, allNodes(s.cfg))
+	alive := s.aliveNodes(ctx, Outranking(s.cfg, r.Guest, s.self, cands))
+	if ChooseFailover(s.cfg, s.self, r, holder, now, ttl, alive) {
+		s.failover.start(s.baseCtx, r.Guest)
+	}
+	return time.Time{}
 }
 
 func allNodes(cfg *configs.Config) map[string]bool {

@@ -59,6 +59,9 @@ type Options struct {
 	// ProcFS is procfs's mount point (default /proc).
 	ProcFS string
 	Clock  Clock
+	// Timers are the timers of the lease watch (default: real timers on
+	// Clock's time).
+	Timers Timers
 	Logger *slog.Logger
 	// Registry receives the metrics (default a new one).
 	Registry *prometheus.Registry
@@ -82,6 +85,7 @@ type Server struct {
 	procFS   string
 	stateDir string
 	clock    Clock
+	timers   Timers
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	met      *metrics
@@ -159,7 +163,7 @@ func New(o Options) (*Server, error) {
 		cfg: o.Config, self: o.Node, witness: o.Witness, quorum: QuorumMode(o.Config),
 		driver: o.Driver, specOpts: o.SpecOptions, targetd: o.Targetd, hostNet: o.HostNet, starter: o.Ledger,
 		peerName: o.PeerName, clientTL: o.ClientTLS, peerFn: o.PeerClient,
-		procFS: o.ProcFS, stateDir: o.StateDir, clock: o.Clock, log: o.Logger, reg: o.Registry,
+		procFS: o.ProcFS, stateDir: o.StateDir, clock: o.Clock, timers: o.Timers, log: o.Logger, reg: o.Registry,
 		ledger: &ledgerRef{}, ready: make(chan struct{}),
 		guards: map[string]*guard{}, held: map[string]bool{}, clients: map[string]api.Client{},
 		kick: make(chan struct{}, 1), baseCtx: context.Background(),
@@ -178,6 +182,9 @@ func New(o Options) (*Server, error) {
 	}
 	if s.clock == nil {
 		s.clock = realClock{}
+	}
+	if s.timers == nil {
+		s.timers = clockTimers{s.clock}
 	}
 	if s.log == nil {
 		s.log = slog.Default()
