@@ -263,6 +263,34 @@ func TestAutoFailover(t *testing.T) {
 	assert.Empty(t, env.calls.get())
 }
 
+func TestAutoFailoverWaitsBrieflyForACutOffOwner(t *testing.T) {
+	cfg := loadCfg(t, threeNodeFile)
+	cfg.Fencing.AutoFailover = true
+	hangFor := make(chan time.Duration, 4)
+	env := newEnv(world{cfg: cfg, self: "node-b", hang: []string{"node-a"}, hangFor: hangFor,
+		records: []ledger.Record{rec("mail", "node-a", 7, running)}})
+	require.NoError(t, New(env, WithLogger(quiet), WithAutoFailoverNodeTimeout(20*time.Millisecond)).AutoFailover(context.Background(), "mail"))
+	assert.LessOrEqual(t, <-hangFor, 20*time.Millisecond, "the owner that does not answer gets the automatic failover's node timeout, not NodeTimeout")
+	assert.Equal(t, []string{
+		"ledger mail owner=node-b epoch=8 desired=running stale=[node-a]",
+		"fence node-b mail to node-b@8",
+		"start node-b mail epoch=8 stale=[node-a]",
+	}, env.calls.get(), "the silent owner is down: its legs are stale")
+
+	// An operation the sysadmin asked for still waits NodeTimeout.
+	env = newEnv(world{cfg: cfg, self: "node-b", hang: []string{"node-a"}, hangFor: hangFor,
+		records: []ledger.Record{rec("mail", "node-a", 7, running)}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- New(env, WithLogger(quiet)).Run(ctx, api.OpRequest{Op: api.OpStop, Guest: "mail"}, nil)
+	}()
+	given := <-hangFor
+	cancel()
+	<-done
+	assert.Greater(t, given, time.Second, "NodeTimeout for an operation")
+}
+
 func TestGather(t *testing.T) {
 	w := twoNodeFailover(t)
 	w.down, w.noQuo = []string{"node-a"}, true

@@ -26,6 +26,11 @@ const NodeTimeout = 3 * time.Second
 // a ledger without quorum leaves Records as Self's fenced last read them
 // (LedgerStale). The error is ctx's, only.
 func Gather(ctx context.Context, env Env) (api.ClusterView, error) {
+	return GatherWithin(ctx, env, NodeTimeout)
+}
+
+// GatherWithin is Gather with nodeTimeout for each node's answer.
+func GatherWithin(ctx context.Context, env Env, nodeTimeout time.Duration) (api.ClusterView, error) {
 	cfg, self := env.Config(), env.Self()
 	v := api.ClusterView{Self: self, Time: time.Now(), Nodes: make([]api.NodeView, len(cfg.Nodes))}
 	var wg sync.WaitGroup
@@ -34,7 +39,7 @@ func Gather(ctx context.Context, env Env) (api.ClusterView, error) {
 		wg.Add(1)
 		go func(nv *api.NodeView) {
 			defer wg.Done()
-			askNode(ctx, env, nv)
+			askNode(ctx, env, nv, nodeTimeout)
 		}(&v.Nodes[i])
 	}
 
@@ -77,8 +82,8 @@ func Gather(ctx context.Context, env Env) (api.ClusterView, error) {
 }
 
 // askNode fills nv with the node's status and config digest.
-func askNode(ctx context.Context, env Env, nv *api.NodeView) {
-	ctx, cancel := context.WithTimeout(ctx, NodeTimeout)
+func askNode(ctx context.Context, env Env, nv *api.NodeView, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	c := env.Client(nv.Node)
 	st, err := c.NodeStatus(ctx)

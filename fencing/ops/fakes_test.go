@@ -77,6 +77,10 @@ type world struct {
 	legs    map[string]map[string]map[string]channel.State // node → guest → disk
 	digest  map[string]string
 	bridges map[string][]hypervisor.BridgeInfo // node → what its fenced reports
+	// hang: nodes whose fenced never answers (a cut-off node): NodeStatus
+	// waits for its ctx and records how long it was given in hangFor.
+	hang    []string
+	hangFor chan time.Duration
 }
 
 func (w world) view() api.ClusterView {
@@ -272,7 +276,14 @@ type fakeClient struct {
 
 func (c *fakeClient) Node() string { return c.node }
 
-func (c *fakeClient) NodeStatus(context.Context) (api.NodeStatus, error) {
+func (c *fakeClient) NodeStatus(ctx context.Context) (api.NodeStatus, error) {
+	if slices.Contains(c.env.w.hang, c.node) {
+		if dl, ok := ctx.Deadline(); ok && c.env.w.hangFor != nil {
+			c.env.w.hangFor <- time.Until(dl)
+		}
+		<-ctx.Done()
+		return api.NodeStatus{}, fmt.Errorf("fenced %s: dial tcp: %w", c.node, ctx.Err())
+	}
 	if slices.Contains(c.env.w.down, c.node) {
 		return api.NodeStatus{}, fmt.Errorf("fenced %s: dial tcp: connection refused", c.node)
 	}

@@ -46,6 +46,24 @@ type Operator struct {
 	// gets the guest's stop timeout on top, a start startTimeout.
 	callTimeout  time.Duration
 	startTimeout time.Duration
+	// autoNodeTimeout bounds each node's answer to an automatic
+	// failover's Gather (AutoFailoverNodeTimeout).
+	autoNodeTimeout time.Duration
+}
+
+// AutoFailoverNodeTimeout is how long an automatic failover waits for
+// each node's status. Its owner's lease expired, so the owner is most
+// likely cut off and never answers: waiting NodeTimeout (or the dial's
+// second) for it only delays the start. Safety does not rest on the
+// answer: the owner destroyed its copy lease_margin before the lease
+// could expire, and the claim's transaction still refuses a held lease.
+// A node that answers later than this is taken as down: its legs are
+// marked stale (resynced in full), which costs a resync, not a split.
+const AutoFailoverNodeTimeout = 500 * time.Millisecond
+
+// WithAutoFailoverNodeTimeout changes AutoFailoverNodeTimeout.
+func WithAutoFailoverNodeTimeout(d time.Duration) Option {
+	return func(o *Operator) { o.autoNodeTimeout = d }
 }
 
 // Option changes an Operator.
@@ -65,7 +83,7 @@ func WithTimeouts(call, start time.Duration) Option {
 // New returns an Operator working through env.
 func New(env Env, opts ...Option) *Operator {
 	o := &Operator{env: env, log: slog.Default(), now: time.Now, busy: make(chan struct{}, 1),
-		callTimeout: 15 * time.Second, startTimeout: 2 * time.Minute}
+		callTimeout: 15 * time.Second, startTimeout: 2 * time.Minute, autoNodeTimeout: AutoFailoverNodeTimeout}
 	for _, opt := range opts {
 		opt(o)
 	}
@@ -78,7 +96,7 @@ func New(env Env, opts ...Option) *Operator {
 // Hint, so a server streams the lines and adds nothing. The error is an
 // *Error whenever the operation was refused or failed midway.
 func (o *Operator) Run(ctx context.Context, r api.OpRequest, progress func(api.Progress)) error {
-	return o.run(ctx, progress, func(f Facts) (Plan, error) { return PlanOp(f, r) }, r.Op)
+	return o.run(ctx, progress, func(f Facts) (Plan, error) { return PlanOp(f, r) }, r.Op, NodeTimeout)
 }
 
 // AutoFailover fails guest over to this node after its owner's lease
@@ -97,10 +115,10 @@ func (o *Operator) AutoFailover(ctx context.Context, guest string) error {
 		p, err := PlanAutoFailover(f, guest)
 		p.Op = "auto-failover"
 		return p, err
-	}, "auto-failover")
+	}, "auto-failover", o.autoNodeTimeout)
 }
 
-func (o *Operator) run(ctx context.Context, progress func(api.Progress), plan func(Facts) (Plan, error), op string) error {
+func (o *Operator) run(ctx context.Context, progress func(api.Progress), plan func(Facts) (Plan, error), op string, nodeTimeout time.Duration) error {
 	if progress == nil {
 		progress = func(api.Progress) {}
 	}
@@ -136,7 +154,7 @@ func (o *Operator) run(ctx context.Context, progress func(api.Progress), plan fu
 		}
 	}
 
-	view, err := Gather(ctx, o.env)
+	view, err := GatherWithin(ctx, o.env, nodeTimeout)
 	if err != nil {
 		return finish("", &Error{Refused: true, Reason: "the cluster could not be asked: " + err.Error(), Err: err})
 	}
