@@ -39,7 +39,9 @@ type guestChannel struct {
 	mu     sync.Mutex
 	conn   net.Conn
 	states map[string]channel.State // by disk
-	events []channel.Event
+	// reports: when each disk's state came and how its resync moves.
+	reports map[string]arrayReport
+	events  []channel.Event
 	// resynced[node][disk]: the leg of node of disk was seen resynced
 	// (a resync-done event, or in sync in an idle, whole array).
 	resynced map[string]map[string]bool
@@ -90,7 +92,7 @@ func (k *channelKeeper) Sync(ctx context.Context, running []hypervisor.Status) {
 		}
 		cctx, cancel := context.WithCancel(ctx)
 		gc := &guestChannel{name: st.Name, started: st.Started, cancel: cancel, done: make(chan struct{}),
-			states: map[string]channel.State{}, resynced: map[string]map[string]bool{}}
+			states: map[string]channel.State{}, reports: map[string]arrayReport{}, resynced: map[string]map[string]bool{}}
 		k.guests[st.Name] = gc
 		go k.run(cctx, gc)
 	}
@@ -128,6 +130,26 @@ func (k *channelKeeper) Legs() map[string]map[string]channel.State {
 			m := map[string]channel.State{}
 			for d, s := range gc.states {
 				m[d] = s
+			}
+			out[name] = m
+		}
+		gc.mu.Unlock()
+	}
+	return out
+}
+
+// Arrays is every running guest's last array report per disk (the array
+// metrics).
+func (k *channelKeeper) Arrays() map[string]map[string]arrayReport {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[string]map[string]arrayReport{}
+	for name, gc := range k.guests {
+		gc.mu.Lock()
+		if len(gc.reports) > 0 {
+			m := map[string]arrayReport{}
+			for d, r := range gc.reports {
+				m[d] = r
 			}
 			out[name] = m
 		}
@@ -215,8 +237,10 @@ func (k *channelKeeper) nodeOfLeg(guest, disk, leg string) string {
 
 func (k *channelKeeper) onState(ctx context.Context, gc *guestChannel, st *channel.State, log *slog.Logger) {
 	var nodes []string
+	now := k.clock.Now()
 	gc.mu.Lock()
 	gc.states[st.Disk] = *st
+	gc.reports[st.Disk] = arrayReport{State: *st, Received: now, Track: TrackResync(gc.reports[st.Disk].Track, *st, now)}
 	idle := st.Degraded == 0 && (st.SyncAction == "idle" || st.SyncAction == "")
 	if idle {
 		for _, l := range st.Legs {

@@ -208,6 +208,9 @@ func New(o Options) (*Server, error) {
 	if !s.witness {
 		dial, _ := s.driver.(hypervisor.Channeler)
 		s.channels = newChannelKeeper(s.self, s.cfg, dial, s.ledger, s.started, s.clock, s.log)
+		if err := s.reg.Register(newArrayCollector(s.channels.Arrays, s.clock)); err != nil {
+			return nil, fmt.Errorf("fenced: array metrics: %w", err)
+		}
 	}
 	s.loopback = api.NewClientWithTransport(s.self, "http://loopback", loopback{h: s.localHandler()})
 	return s, nil
