@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/mhcodi/mhcodi/targetd/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 )
 
 // outPDU is a PDU the engine wants sent. Data may alias a command's

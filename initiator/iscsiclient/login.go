@@ -13,8 +13,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 	"github.com/mhcodi/mhcodi/targetd/login"
-	"github.com/mhcodi/mhcodi/targetd/pdu"
 )
 
 // Params are what the login settled, as the initiator applies them.

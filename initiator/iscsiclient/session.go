@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mhcodi/mhcodi/targetd/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 )
 
 // CHAP are CHAP credentials: a name and a secret.

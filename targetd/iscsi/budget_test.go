@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mhcodi/mhcodi/targetd/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )

@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 	"github.com/mhcodi/mhcodi/targetd/login"
-	"github.com/mhcodi/mhcodi/targetd/pdu"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
 

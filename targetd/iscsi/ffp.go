@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/mhcodi/mhcodi/targetd/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
 

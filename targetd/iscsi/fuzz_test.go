@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mhcodi/mhcodi/targetd/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 )
 
 // FuzzFullFeature logs in and then sends arbitrary bytes as the session's

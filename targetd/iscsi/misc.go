@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"time"
 
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 	"github.com/mhcodi/mhcodi/targetd/login"
-	"github.com/mhcodi/mhcodi/targetd/pdu"
 )
 
 // nopOut answers a NOP-Out: a ping from the initiator gets a NOP-In with

@@ -5,8 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 	"github.com/mhcodi/mhcodi/targetd/login"
-	"github.com/mhcodi/mhcodi/targetd/pdu"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
 

@@ -1,7 +1,7 @@
 package iscsi
 
 import (
-	"github.com/mhcodi/mhcodi/targetd/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/pdu"
 )
 
 // Task management functions (RFC 7143 §11.5.1) and responses (§11.6.1).
