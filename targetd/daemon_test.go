@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 	"github.com/mhcodi/mhcodi/targetd/volume"
 )
 
@@ -114,9 +115,9 @@ func TestFenceEpochs(t *testing.T) {
 	_, err = d.Fence("demo", "root", "node-b", 5)
 	assert.NoError(t, err, "the same owner at the same epoch is a no-op")
 	_, err = d.Fence("demo", "root", "node-a", 5)
-	assert.ErrorIs(t, err, ErrStaleEpoch, "another owner at the same epoch")
+	assert.ErrorIs(t, err, controlapi.ErrStaleEpoch, "another owner at the same epoch")
 	_, err = d.Fence("demo", "root", "node-a", 4)
-	assert.ErrorIs(t, err, ErrStaleEpoch, "an older epoch")
+	assert.ErrorIs(t, err, controlapi.ErrStaleEpoch, "an older epoch")
 	_, err = d.Fence("demo", "root", "node-a", 6)
 	assert.NoError(t, err)
 	_, err = d.Fence("nosuch", "", "node-a", 7)
@@ -147,7 +148,7 @@ func TestWriteLog(t *testing.T) {
 	l.record("t1", "i2", 1)
 	l.record("t1", "i2", 2)
 	require.NoError(t, l.Close())
-	recs, err := ReadWriteLog(p)
+	recs, err := controlapi.ReadWriteLog(p)
 	require.NoError(t, err)
 	require.Len(t, recs, 3)
 	assert.Equal(t, "i1", recs[0].Initiator)

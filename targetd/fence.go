@@ -11,28 +11,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 	"github.com/mhcodi/mhcodi/targetd/iscsi"
 )
-
-// FenceState is who may use an export, and at which fencing epoch.
-type FenceState struct {
-	// Owner is the only initiator IQN admitted; empty admits every node.
-	Owner string `json:"owner,omitempty"`
-	// Epoch is the fencing token of the last restriction; it only grows.
-	Epoch uint64    `json:"epoch"`
-	Since time.Time `json:"since,omitempty"`
-}
 
 // fenceStore keeps FenceState per target IQN in a JSON file, written
 // atomically, so a restarted targetd does not forget whom it fenced out.
 type fenceStore struct {
 	path string
 	mu   sync.RWMutex
-	m    map[string]FenceState
+	m    map[string]controlapi.FenceState
 }
 
 func openFenceStore(path string) (*fenceStore, error) {
-	s := &fenceStore{path: path, m: map[string]FenceState{}}
+	s := &fenceStore{path: path, m: map[string]controlapi.FenceState{}}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -46,24 +38,24 @@ func openFenceStore(path string) (*fenceStore, error) {
 	return s, nil
 }
 
-func (s *fenceStore) get(iqn string) FenceState {
+func (s *fenceStore) get(iqn string) controlapi.FenceState {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.m[iqn]
 }
 
 // set records st for iqn unless it would move the epoch backwards.
-func (s *fenceStore) set(iqn string, st FenceState) error {
+func (s *fenceStore) set(iqn string, st controlapi.FenceState) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.m[iqn]
 	switch {
 	case st.Epoch < cur.Epoch:
-		return fmt.Errorf("%w: %s is at epoch %d, the request carries %d", ErrStaleEpoch, iqn, cur.Epoch, st.Epoch)
+		return fmt.Errorf("%w: %s is at epoch %d, the request carries %d", controlapi.ErrStaleEpoch, iqn, cur.Epoch, st.Epoch)
 	case st.Epoch == cur.Epoch && cur.Epoch != 0 && st.Owner != cur.Owner:
-		return fmt.Errorf("%w: %s already belongs to %s at epoch %d", ErrStaleEpoch, iqn, cur.Owner, cur.Epoch)
+		return fmt.Errorf("%w: %s already belongs to %s at epoch %d", controlapi.ErrStaleEpoch, iqn, cur.Owner, cur.Epoch)
 	}
-	next := make(map[string]FenceState, len(s.m)+1)
+	next := make(map[string]controlapi.FenceState, len(s.m)+1)
 	for k, v := range s.m {
 		next[k] = v
 	}
@@ -74,9 +66,6 @@ func (s *fenceStore) set(iqn string, st FenceState) error {
 	s.m = next
 	return nil
 }
-
-// ErrStaleEpoch refuses a fencing request older than what targetd holds.
-var ErrStaleEpoch = errors.New("stale fencing epoch")
 
 func writeFileAtomic(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
@@ -109,21 +98,15 @@ func writeFileAtomic(path string, v any) error {
 	return nil
 }
 
-// FenceResult says what a Fence call did.
-type FenceResult struct {
-	Targets []string `json:"targets"`
-	Dropped int      `json:"dropped_sessions"`
-}
-
 // Fence restricts the legs of guest (one disk, or all if disk is empty)
 // kept on this node to the initiator of ownerNode at epoch, and drops every
 // other session of them. When it returns, no other initiator can write to
-// them. An epoch lower than the one held is refused (ErrStaleEpoch).
-func (d *Daemon) Fence(guest, disk, ownerNode string, epoch uint64) (FenceResult, error) {
+// them. An epoch lower than the one held is refused (controlapi.ErrStaleEpoch).
+func (d *Daemon) Fence(guest, disk, ownerNode string, epoch uint64) (controlapi.FenceResult, error) {
 	d.mu.RLock()
 	if _, ok := d.cfg.Node(ownerNode); !ok {
 		d.mu.RUnlock()
-		return FenceResult{}, fmt.Errorf("owner node %q is not defined", ownerNode)
+		return controlapi.FenceResult{}, fmt.Errorf("owner node %q is not defined", ownerNode)
 	}
 	owner := d.cfg.InitiatorIQN(ownerNode)
 	var iqns []string
@@ -134,12 +117,12 @@ func (d *Daemon) Fence(guest, disk, ownerNode string, epoch uint64) (FenceResult
 	}
 	d.mu.RUnlock()
 	if len(iqns) == 0 {
-		return FenceResult{}, fmt.Errorf("node %s exports no leg of %s/%s", d.opts.Node, guest, firstNonEmpty(disk, "*"))
+		return controlapi.FenceResult{}, fmt.Errorf("node %s exports no leg of %s/%s", d.opts.Node, guest, firstNonEmpty(disk, "*"))
 	}
-	res := FenceResult{Targets: iqns}
+	res := controlapi.FenceResult{Targets: iqns}
 	now := time.Now().UTC()
 	for _, iqn := range iqns {
-		if err := d.fence.set(iqn, FenceState{Owner: owner, Epoch: epoch, Since: now}); err != nil {
+		if err := d.fence.set(iqn, controlapi.FenceState{Owner: owner, Epoch: epoch, Since: now}); err != nil {
 			return res, err
 		}
 		res.Dropped += d.srv.DropSessions(fmt.Sprintf("fenced to %s at epoch %d", owner, epoch), func(s iscsi.SessionInfo) bool {
@@ -155,16 +138,6 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
-}
-
-// WriteRecord is one line of the write log: the first write an initiator
-// made to a target at an epoch. The failover tests check from it that no
-// target took writes from two initiators in one epoch.
-type WriteRecord struct {
-	Time      time.Time `json:"time"`
-	Target    string    `json:"target"`
-	Initiator string    `json:"initiator"`
-	Epoch     uint64    `json:"epoch"`
 }
 
 // writeLog appends WriteRecords; the hot path is a map lookup under a lock.
@@ -196,7 +169,7 @@ func (l *writeLog) record(target, initiator string, epoch uint64) {
 		return
 	}
 	l.seen[k] = struct{}{}
-	b, _ := json.Marshal(WriteRecord{Time: time.Now().UTC(), Target: target, Initiator: k.initiator, Epoch: epoch})
+	b, _ := json.Marshal(controlapi.WriteRecord{Time: time.Now().UTC(), Target: target, Initiator: k.initiator, Epoch: epoch})
 	l.w.Write(append(b, '\n'))
 	l.w.Flush()
 }
@@ -211,23 +184,4 @@ func (l *writeLog) Close() error {
 	err := l.f.Close()
 	l.f = nil
 	return err
-}
-
-// ReadWriteLog reads a write log file.
-func ReadWriteLog(path string) ([]WriteRecord, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []WriteRecord
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var r WriteRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			return out, fmt.Errorf("%s: %w", path, err)
-		}
-		out = append(out, r)
-	}
-	return out, sc.Err()
 }

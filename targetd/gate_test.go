@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 	"github.com/mhcodi/mhcodi/targetd/iscsi"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
@@ -38,7 +39,7 @@ func TestFencedTargetAdmitsOnlyTheOwner(t *testing.T) {
 		return res.Status
 	}
 	assert.Equal(t, scsi.StatusGood, write(a), "not fenced yet: every node writes")
-	require.NoError(t, fs.set(iqn, FenceState{Owner: b, Epoch: 2}))
+	require.NoError(t, fs.set(iqn, controlapi.FenceState{Owner: b, Epoch: 2}))
 	assert.Equal(t, scsi.StatusReservationConflict, write(a), "a session of the old owner that was not dropped yet still cannot write")
 	assert.Equal(t, scsi.StatusGood, write(b))
 	res, err := ft.Execute(t.Context(), &scsi.Command{Nexus: scsi.Nexus{InitiatorName: a}, Read: true, CDB: []byte{0x28}})
@@ -47,7 +48,7 @@ func TestFencedTargetAdmitsOnlyTheOwner(t *testing.T) {
 	assert.Equal(t, 3, inner.n)
 	require.NoError(t, wl.Close())
 
-	recs, err := ReadWriteLog(filepath.Join(dir, "writes.jsonl"))
+	recs, err := controlapi.ReadWriteLog(filepath.Join(dir, "writes.jsonl"))
 	require.NoError(t, err)
 	require.Len(t, recs, 2, "one record per initiator and epoch admitted")
 	assert.Equal(t, a, recs[0].Initiator)

@@ -19,7 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 	"github.com/mhcodi/mhcodi/test/iscsitest"
 )
 
@@ -270,7 +270,7 @@ func TestTargetdConformance(t *testing.T) {
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ex, err := targetd.NewControlClient(r.control).Exports(ctx)
+	ex, err := controlapi.NewControlClient(r.control).Exports(ctx)
 	require.NoError(t, err)
 	require.Len(t, ex, 1)
 	assert.Equal(t, demoTarget, ex[0].Target)
@@ -328,8 +328,8 @@ func TestTargetdAccess(t *testing.T) {
 	// Fence the leg to node-a: node-b is shut out, node-a gets in.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := targetd.NewControlClient(r.control)
-	res, err := cl.Fence(ctx, targetd.FenceRequest{Guest: "demo", Owner: "node-a", Epoch: 3})
+	cl := controlapi.NewControlClient(r.control)
+	res, err := cl.Fence(ctx, controlapi.FenceRequest{Guest: "demo", Owner: "node-a", Epoch: 3})
 	require.NoError(t, err)
 	assert.Equal(t, []string{demoTarget}, res.Targets)
 	code, out = iscsiInq(t, nodeBInitiator, r.url(nodeBInitiator, "node-b-initiator-secret"))
@@ -337,8 +337,8 @@ func TestTargetdAccess(t *testing.T) {
 	nodeA := "iqn.2026-11.org.mhcodi:demo.node-a.initiator"
 	code, out = iscsiInq(t, nodeA, r.url(nodeA, "node-a-initiator-secret"))
 	assert.Equal(t, 0, code, "node-a, the owner: %s", out)
-	_, err = cl.Fence(ctx, targetd.FenceRequest{Guest: "demo", Owner: "node-b", Epoch: 2})
-	assert.ErrorIs(t, err, targetd.ErrStaleEpoch, "an older epoch is refused")
+	_, err = cl.Fence(ctx, controlapi.FenceRequest{Guest: "demo", Owner: "node-b", Epoch: 2})
+	assert.ErrorIs(t, err, controlapi.ErrStaleEpoch, "an older epoch is refused")
 }
 
 // TestTargetdQemuClient: QEMU's own iSCSI driver writes a pattern and

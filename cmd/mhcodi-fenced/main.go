@@ -32,7 +32,7 @@ import (
 	"github.com/mhcodi/mhcodi/fencing/ops"
 	"github.com/mhcodi/mhcodi/internal/cliflag"
 	"github.com/mhcodi/mhcodi/internal/sdnotify"
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 // DefaultMetricsPort is where fenced serves Prometheus metrics on the
@@ -109,7 +109,7 @@ func serve(cfg *configs.Config, node string, witness bool, socket, targetdSocket
 			return err
 		}
 		o.Driver = drv
-		o.Targetd = targetd.NewControlClient(targetdSocket)
+		o.Targetd = controlapi.NewControlClient(targetdSocket)
 		o.NewOperator = func(env ops.Env) fenced.Operator { return ops.New(env, ops.WithLogger(log)) }
 	}
 	s, err := fenced.New(o)

@@ -22,6 +22,7 @@ import (
 	"github.com/mhcodi/mhcodi/internal/cliflag"
 	"github.com/mhcodi/mhcodi/internal/sdnotify"
 	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 type stringList []string
@@ -123,7 +124,7 @@ func run(args []string) int {
 		// The control socket answering proves the daemon is not wedged.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := targetd.NewControlClient(*control).Exports(ctx)
+		_, err := controlapi.NewControlClient(*control).Exports(ctx)
 		return err == nil
 	})
 	for {

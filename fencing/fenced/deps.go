@@ -29,7 +29,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/fencing/api"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 // Member is this node's embedded etcd member, as fenced uses it
@@ -76,10 +76,10 @@ type Operator interface {
 	AutoFailover(ctx context.Context, guest string) error
 }
 
-// TargetControl is the local targetd's control API (targetd.ControlClient).
+// TargetControl is the local targetd's control API (controlapi.ControlClient).
 type TargetControl interface {
-	Exports(ctx context.Context) ([]targetd.ExportInfo, error)
-	Fence(ctx context.Context, req targetd.FenceRequest) (targetd.FenceResult, error)
+	Exports(ctx context.Context) ([]controlapi.ExportInfo, error)
+	Fence(ctx context.Context, req controlapi.FenceRequest) (controlapi.FenceResult, error)
 }
 
 // Clock is the time source of the loops; tests pass a fake.

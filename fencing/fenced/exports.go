@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/mhcodi/mhcodi/fencing/ledger"
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 // DecideExportFences says which of this node's exports lag behind the
@@ -21,14 +21,14 @@ import (
 // not through targetd, so opening the leg to the new owner then would let
 // the new owner's resync and the old copy write the same blocks; the
 // monitor destroys the copy first, and the next round catches up.
-func DecideExportFences(exports []targetd.ExportInfo, records map[string]ledger.Record, heldBack map[string]bool) []targetd.FenceRequest {
-	var out []targetd.FenceRequest
+func DecideExportFences(exports []controlapi.ExportInfo, records map[string]ledger.Record, heldBack map[string]bool) []controlapi.FenceRequest {
+	var out []controlapi.FenceRequest
 	for _, e := range exports {
 		r, ok := records[e.Guest]
 		if !ok || r.Owner == "" || r.Epoch <= e.Fence.Epoch || heldBack[e.Guest] {
 			continue
 		}
-		out = append(out, targetd.FenceRequest{Guest: e.Guest, Disk: e.Disk, Owner: r.Owner, Epoch: r.Epoch})
+		out = append(out, controlapi.FenceRequest{Guest: e.Guest, Disk: e.Disk, Owner: r.Owner, Epoch: r.Epoch})
 	}
 	return out
 }

@@ -6,14 +6,14 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/mhcodi/mhcodi/fencing/ledger"
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 func TestDecideExportFences(t *testing.T) {
-	exports := []targetd.ExportInfo{
-		{Guest: "web", Disk: "root", Fence: targetd.FenceState{Owner: "iqn…node-a.initiator", Epoch: 2}},
-		{Guest: "web", Disk: "data", Fence: targetd.FenceState{Epoch: 3}},
-		{Guest: "db", Disk: "root", Fence: targetd.FenceState{Epoch: 5}},
+	exports := []controlapi.ExportInfo{
+		{Guest: "web", Disk: "root", Fence: controlapi.FenceState{Owner: "iqn…node-a.initiator", Epoch: 2}},
+		{Guest: "web", Disk: "data", Fence: controlapi.FenceState{Epoch: 3}},
+		{Guest: "db", Disk: "root", Fence: controlapi.FenceState{Epoch: 5}},
 		{Guest: "gone", Disk: "root"},
 		{Guest: "new", Disk: "root"},
 	}
@@ -22,7 +22,7 @@ func TestDecideExportFences(t *testing.T) {
 		"db":  {Guest: "db", Owner: "node-a", Epoch: 5},
 		"new": {Guest: "new", Epoch: 0},
 	}
-	assert.Equal(t, []targetd.FenceRequest{{Guest: "web", Disk: "root", Owner: "node-b", Epoch: 3}},
+	assert.Equal(t, []controlapi.FenceRequest{{Guest: "web", Disk: "root", Owner: "node-b", Epoch: 3}},
 		DecideExportFences(exports, records, nil),
 		"only the export behind the ledger: not one at the same epoch, not a guest without a record or an owner")
 	assert.Empty(t, DecideExportFences(exports, records, map[string]bool{"web": true}),

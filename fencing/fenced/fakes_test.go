@@ -19,7 +19,7 @@ import (
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 // testConfig writes and loads a cluster file: node-a and node-b (storage)
@@ -339,15 +339,15 @@ type fakeTargetd struct {
 	owner  string // the exports' fence owner IQN
 	mu     sync.Mutex
 	epochs map[string]uint64
-	calls  []targetd.FenceRequest
+	calls  []controlapi.FenceRequest
 }
 
-func (f *fakeTargetd) Exports(context.Context) ([]targetd.ExportInfo, error) {
-	return []targetd.ExportInfo{{Target: "iqn.x:web-root", Guest: "web", Disk: "root", Sessions: 1,
-		Fence: targetd.FenceState{Owner: f.owner, Epoch: 3}}}, nil
+func (f *fakeTargetd) Exports(context.Context) ([]controlapi.ExportInfo, error) {
+	return []controlapi.ExportInfo{{Target: "iqn.x:web-root", Guest: "web", Disk: "root", Sessions: 1,
+		Fence: controlapi.FenceState{Owner: f.owner, Epoch: 3}}}, nil
 }
 
-func (f *fakeTargetd) Fence(_ context.Context, req targetd.FenceRequest) (targetd.FenceResult, error) {
+func (f *fakeTargetd) Fence(_ context.Context, req controlapi.FenceRequest) (controlapi.FenceResult, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.epochs == nil {
@@ -355,11 +355,11 @@ func (f *fakeTargetd) Fence(_ context.Context, req targetd.FenceRequest) (target
 	}
 	f.calls = append(f.calls, req)
 	if req.Epoch < f.epochs[req.Guest] {
-		// What targetd.ControlClient returns for its 409.
-		return targetd.FenceResult{}, fmt.Errorf("%w (targetd control POST /v1/fence: 409 Conflict: at epoch %d)", targetd.ErrStaleEpoch, f.epochs[req.Guest])
+		// What controlapi.ControlClient returns for its 409.
+		return controlapi.FenceResult{}, fmt.Errorf("%w (targetd control POST /v1/fence: 409 Conflict: at epoch %d)", controlapi.ErrStaleEpoch, f.epochs[req.Guest])
 	}
 	f.epochs[req.Guest] = req.Epoch
-	return targetd.FenceResult{Targets: []string{"iqn.x:" + req.Guest}, Dropped: 1}, nil
+	return controlapi.FenceResult{Targets: []string{"iqn.x:" + req.Guest}, Dropped: 1}, nil
 }
 
 // fakeClock is a settable clock.

@@ -22,7 +22,7 @@ import (
 	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
 	"github.com/mhcodi/mhcodi/fencing/ops"
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 func umask(m int) int { return syscall.Umask(m) }
@@ -65,6 +65,7 @@ func (s *Server) mux() *http.ServeMux {
 	m.HandleFunc("GET "+api.PathCluster, s.handleCluster)
 	m.HandleFunc("GET "+api.PathConfig, s.handleConfig)
 	m.HandleFunc("GET "+api.PathConsole, s.handleConsole)
+	m.HandleFunc("GET "+api.PathEvents, s.handleEvents)
 	return m
 }
 
@@ -155,7 +156,7 @@ func (s *Server) NodeStatus(ctx context.Context) (NodeStatusResponse, error) {
 	}
 	var wg sync.WaitGroup
 	var qerr, gerr, xerr error
-	var exports []targetd.ExportInfo
+	var exports []controlapi.ExportInfo
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -311,9 +312,9 @@ func (s *Server) handleFence(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	res, err := s.targetd.Fence(ctx, targetd.FenceRequest{Guest: req.Guest, Disk: req.Disk, Owner: req.Owner, Epoch: req.Epoch})
+	res, err := s.targetd.Fence(ctx, controlapi.FenceRequest{Guest: req.Guest, Disk: req.Disk, Owner: req.Owner, Epoch: req.Epoch})
 	switch {
-	case errors.Is(err, targetd.ErrStaleEpoch):
+	case errors.Is(err, controlapi.ErrStaleEpoch):
 		s.log.Warn("fence refused: stale epoch", "guest", req.Guest, "owner", req.Owner, "epoch", req.Epoch, "err", err)
 		writeError(w, http.StatusConflict, "fence %s at epoch %d: %v", req.Guest, req.Epoch, err)
 	case err != nil:
@@ -582,7 +583,7 @@ func (s *Server) handleOp(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.log.Info("operation", "op", req.Op, "guest", req.Guest, "node", req.Node, "to", req.To, "force", req.Force)
-	err := s.op.Run(s.baseCtx, req, emit)
+	err := s.recordOp(s.baseCtx, req.Op, req.Guest, opDetail(req), func() error { return s.op.Run(s.baseCtx, req, emit) })
 	last := api.Progress{Step: "done", Message: "done", Done: true}
 	if err != nil {
 		last.Message, last.Err, last.Hint = "failed", err.Error(), ops.HintOf(err)

@@ -2,7 +2,7 @@
 // fencing kept each guest to one writer: no LUN took writes from two
 // initiators at one epoch, and no LUN's epoch went back.
 //
-// What targetd logs (targetd.WriteRecord, targetd-<node>-writes.jsonl in
+// What targetd logs (controlapi.WriteRecord, targetd-<node>-writes.jsonl in
 // its state dir) is coalesced: one record for the first successful write
 // an initiator makes to a target at an epoch, per targetd run (a restarted
 // targetd logs the first write again). The epoch is the target's fencing
@@ -27,7 +27,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 // LogGlob matches targetd's write logs in a state directory.
@@ -128,7 +128,7 @@ func (r Report) String() string {
 // order). Within one node's log the order of lines is the order of
 // writes (targetd appends under a lock), so "epochs never go down" is
 // checked in that order, immune to clock steps.
-func Check(logs map[string][]targetd.WriteRecord) Report {
+func Check(logs map[string][]controlapi.WriteRecord) Report {
 	type key struct {
 		target string
 		epoch  uint64
@@ -145,7 +145,7 @@ func Check(logs map[string][]targetd.WriteRecord) Report {
 	for _, node := range nodes {
 		// The highest epoch seen so far per target in this node's log,
 		// and the record that carried it.
-		high := map[string]targetd.WriteRecord{}
+		high := map[string]controlapi.WriteRecord{}
 		for i, rec := range logs[node] {
 			if rec.Target == "" || rec.Initiator == "" {
 				r.Errors = append(r.Errors, fmt.Sprintf("%s: record %d names no target or no initiator: %+v", node, i+1, rec))
@@ -165,7 +165,7 @@ func Check(logs map[string][]targetd.WriteRecord) Report {
 					"%s on %s: epoch went down: %s wrote at epoch %d at %s, after %s wrote at epoch %d at %s",
 					rec.Target, node, ini, rec.Epoch, stamp(rec.Time), h.Initiator, h.Epoch, stamp(h.Time)))
 			} else {
-				high[rec.Target] = targetd.WriteRecord{Time: rec.Time, Target: rec.Target, Initiator: ini, Epoch: rec.Epoch}
+				high[rec.Target] = controlapi.WriteRecord{Time: rec.Time, Target: rec.Target, Initiator: ini, Epoch: rec.Epoch}
 			}
 			k := key{rec.Target, rec.Epoch}
 			ws := writers[k]
@@ -228,9 +228,9 @@ func CheckFiles(paths ...string) (Report, error) {
 	if len(paths) == 0 {
 		return Report{}, errors.New("writecheck: no write log to check")
 	}
-	logs := map[string][]targetd.WriteRecord{}
+	logs := map[string][]controlapi.WriteRecord{}
 	for _, p := range paths {
-		recs, err := targetd.ReadWriteLog(p)
+		recs, err := controlapi.ReadWriteLog(p)
 		if err != nil {
 			return Report{}, fmt.Errorf("writecheck: %w", err)
 		}

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/mhcodi/mhcodi/targetd"
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
 
 const (
@@ -22,14 +22,14 @@ const (
 
 var t0 = time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
 
-func rec(sec int, target, initiator string, epoch uint64) targetd.WriteRecord {
-	return targetd.WriteRecord{Time: t0.Add(time.Duration(sec) * time.Second), Target: target, Initiator: initiator, Epoch: epoch}
+func rec(sec int, target, initiator string, epoch uint64) controlapi.WriteRecord {
+	return controlapi.WriteRecord{Time: t0.Add(time.Duration(sec) * time.Second), Target: target, Initiator: initiator, Epoch: epoch}
 }
 
 func TestCheck(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		logs   map[string][]targetd.WriteRecord
+		logs   map[string][]controlapi.WriteRecord
 		errs   []string // substrings, one per violation, in order
 		epochs map[string][]uint64
 	}{
@@ -39,7 +39,7 @@ func TestCheck(t *testing.T) {
 			// node-b), fails over to node-b at epoch 2 (its remote leg
 			// now on node-a), and a restarted targetd logs epoch 2 again.
 			name: "clean failover",
-			logs: map[string][]targetd.WriteRecord{
+			logs: map[string][]controlapi.WriteRecord{
 				"node-b": {rec(1, tgtB, iniA, 1)},
 				"node-a": {rec(20, tgtA, iniB, 2), rec(40, tgtA, iniB, 2)},
 			},
@@ -47,14 +47,14 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "epoch grows, one writer each",
-			logs: map[string][]targetd.WriteRecord{
+			logs: map[string][]controlapi.WriteRecord{
 				"node-b": {rec(1, tgtB, iniA, 0), rec(2, tgtB, iniA, 1), rec(9, tgtB, iniB, 2), rec(12, tgtB, iniA, 3)},
 			},
 			epochs: map[string][]uint64{tgtB: {0, 1, 2, 3}},
 		},
 		{
 			name: "initiator names differ only in case",
-			logs: map[string][]targetd.WriteRecord{
+			logs: map[string][]controlapi.WriteRecord{
 				"node-b": {rec(1, tgtB, iniA, 1), rec(2, tgtB, "IQN.2026-11.org.mhcodi:test.NODE-A", 1)},
 			},
 			epochs: map[string][]uint64{tgtB: {1}},
@@ -63,7 +63,7 @@ func TestCheck(t *testing.T) {
 			// The old owner, cut off, still got a write in after the
 			// target was fenced to the new owner at epoch 2.
 			name: "two writers in one epoch",
-			logs: map[string][]targetd.WriteRecord{
+			logs: map[string][]controlapi.WriteRecord{
 				"node-b": {rec(1, tgtB, iniA, 1), rec(10, tgtB, iniB, 2), rec(11, tgtB, iniA, 2)},
 			},
 			errs:   []string{tgtB + " took writes from 2 initiators at epoch 2: " + iniB + " (first 10:00:10.000), " + iniA + " (first 10:00:11.000)"},
@@ -73,7 +73,7 @@ func TestCheck(t *testing.T) {
 			// The target's fencing state went back from 3 to 2 (restored
 			// from an old copy) and the writer of epoch 2 wrote again.
 			name: "epoch went down",
-			logs: map[string][]targetd.WriteRecord{
+			logs: map[string][]controlapi.WriteRecord{
 				"node-a": {rec(1, tgtA, iniB, 2), rec(5, tgtA, iniA, 3), rec(8, tgtA, iniB, 2)},
 			},
 			errs:   []string{tgtA + " on node-a: epoch went down: " + iniB + " wrote at epoch 2 at 10:00:08.000, after " + iniA + " wrote at epoch 3 at 10:00:05.000"},
@@ -84,7 +84,7 @@ func TestCheck(t *testing.T) {
 			// earlier (the clock stepped back) but which came later in the
 			// log is still later.
 			name: "log order, not time",
-			logs: map[string][]targetd.WriteRecord{
+			logs: map[string][]controlapi.WriteRecord{
 				"node-a": {rec(5, tgtA, iniB, 3), rec(1, tgtA, iniB, 2)},
 			},
 			errs:   []string{"epoch went down"},
@@ -92,7 +92,7 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "both violations",
-			logs: map[string][]targetd.WriteRecord{
+			logs: map[string][]controlapi.WriteRecord{
 				"node-a": {rec(1, tgtA, iniB, 4), rec(2, tgtA, iniB, 3)},
 				"node-b": {rec(1, tgtB, iniA, 1), rec(2, tgtB, iniB, 1)},
 			},
@@ -101,7 +101,7 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "one target in two nodes' logs",
-			logs: map[string][]targetd.WriteRecord{
+			logs: map[string][]controlapi.WriteRecord{
 				"node-a": {rec(1, tgtA, iniB, 1)},
 				"node-b": {rec(2, tgtA, iniB, 1)},
 			},
@@ -110,7 +110,7 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name: "malformed record",
-			logs: map[string][]targetd.WriteRecord{"node-a": {{Time: t0, Target: tgtA}}},
+			logs: map[string][]controlapi.WriteRecord{"node-a": {{Time: t0, Target: tgtA}}},
 			errs: []string{"node-a: record 1 names no target or no initiator"},
 		},
 	} {
@@ -137,7 +137,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestReportDetail(t *testing.T) {
-	r := Check(map[string][]targetd.WriteRecord{
+	r := Check(map[string][]controlapi.WriteRecord{
 		"node-b": {rec(1, tgtB, iniA, 1), rec(30, tgtB, iniA, 1), rec(40, tgtB, iniB, 2)},
 	})
 	require.True(t, r.OK(), r.String())
@@ -155,11 +155,11 @@ func TestReportDetail(t *testing.T) {
 		"    epoch 1: "+iniA+", 2 records, 10:00:01.000 .. 10:00:30.000\n"+
 		"    epoch 2: "+iniB+", 1 records, 10:00:40.000 .. 10:00:40.000\n", r.String())
 
-	bad := Check(map[string][]targetd.WriteRecord{"node-b": {rec(1, tgtB, iniA, 2), rec(2, tgtB, iniB, 2)}})
+	bad := Check(map[string][]controlapi.WriteRecord{"node-b": {rec(1, tgtB, iniA, 2), rec(2, tgtB, iniB, 2)}})
 	assert.Contains(t, bad.String(), "write logs: 1 violations\n  VIOLATION: "+tgtB+" took writes from 2 initiators at epoch 2")
 }
 
-func writeLog(t *testing.T, dir, node string, recs ...targetd.WriteRecord) string {
+func writeLog(t *testing.T, dir, node string, recs ...controlapi.WriteRecord) string {
 	t.Helper()
 	p := filepath.Join(dir, "targetd-"+node+"-writes.jsonl")
 	var b []byte
@@ -206,9 +206,9 @@ func TestCheckFilesAndDirs(t *testing.T) {
 // and the writer agree on the format.
 func TestRealWriteLog(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "targetd-node-b-writes.jsonl")
-	recs := []targetd.WriteRecord{rec(1, tgtB, iniA, 1), rec(2, tgtB, iniB, 2)}
+	recs := []controlapi.WriteRecord{rec(1, tgtB, iniA, 1), rec(2, tgtB, iniB, 2)}
 	writeLog(t, filepath.Dir(p), "node-b", recs...)
-	got, err := targetd.ReadWriteLog(p)
+	got, err := controlapi.ReadWriteLog(p)
 	require.NoError(t, err)
 	assert.Equal(t, recs, got)
 	r, err := CheckFiles(p)

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mhcodi/mhcodi/targetd/controlapi"
 	"github.com/mhcodi/mhcodi/targetd/login"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
@@ -299,24 +300,9 @@ func (s *Server) Shutdown(ctx context.Context, graceful bool) error {
 	return err
 }
 
-// SessionInfo describes a logged-in session, for the control API.
-type SessionInfo struct {
-	TSIH       uint16    `json:"tsih"`
-	Initiator  string    `json:"initiator"`
-	ISID       string    `json:"isid"`
-	Target     string    `json:"target"`
-	Remote     string    `json:"remote"`
-	Since      time.Time `json:"since"`
-	Discovery  bool      `json:"discovery"`
-	CHAP       bool      `json:"chap"`
-	MutualCHAP bool      `json:"mutual_chap"`
-	Digests    string    `json:"digests"`
-	Tasks      int       `json:"tasks"`
-	// The CmdSN window: commands in flight and what the session took in.
-	InFlight uint32 `json:"in_flight"`
-	ExpCmdSN uint32 `json:"exp_cmd_sn"`
-	MaxCmdSN uint32 `json:"max_cmd_sn"`
-}
+// SessionInfo describes one session; the control API's contract
+// defines it, since GET /v1/sessions serves it.
+type SessionInfo = controlapi.SessionInfo
 
 // Sessions lists the sessions in full feature phase.
 func (s *Server) Sessions() []SessionInfo {
