@@ -74,8 +74,14 @@ type Fencing struct {
 	// Watchdog is a watchdog device (/dev/watchdog) fenced arms and feeds
 	// while it is healthy, so a hung fenced still fences; "" for none.
 	Watchdog string `mapstructure:"watchdog" json:"watchdog"`
-	// StateDir holds the embedded etcd member's data.
+	// StateDir holds the embedded etcd member's data (and the node's
+	// event journal, events.jsonl).
 	StateDir string `mapstructure:"state_dir" json:"state_dir"`
+	// EventHook is a program fenced runs for every event of the cluster
+	// event log it records, with the event as JSON on stdin (one at a
+	// time, each bounded by a timeout, never holding fenced up); "" for
+	// none.
+	EventHook string `mapstructure:"event_hook" json:"event_hook,omitempty"`
 	// Etcd is the ledger's etcd: embedded members on the nodes'
 	// management addresses unless Endpoints names an external cluster.
 	Etcd Etcd `mapstructure:"etcd" json:"etcd"`

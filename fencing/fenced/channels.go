@@ -13,6 +13,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing"
+	"github.com/mhcodi/mhcodi/fencing/events"
 	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
 	"github.com/mhcodi/mhcodi/guestraid/channel"
@@ -41,6 +42,8 @@ type guestChannel struct {
 	states map[string]channel.State // by disk
 	// reports: when each disk's state came and how its resync moves.
 	reports map[string]arrayReport
+	// stallSaid: the disk's current stall is already an event.
+	stallSaid map[string]bool
 	events  []channel.Event
 	// resynced[node][disk]: the leg of node of disk was seen resynced
 	// (a resync-done event, or in sync in an idle, whole array).
@@ -58,6 +61,8 @@ type channelKeeper struct {
 	started *startedBook
 	clock   Clock
 	log     *slog.Logger
+	// emit records an event of the cluster's log (nil: none).
+	emit func(events.Event)
 
 	mu     sync.Mutex
 	guests map[string]*guestChannel
@@ -92,7 +97,7 @@ func (k *channelKeeper) Sync(ctx context.Context, running []hypervisor.Status) {
 		}
 		cctx, cancel := context.WithCancel(ctx)
 		gc := &guestChannel{name: st.Name, started: st.Started, cancel: cancel, done: make(chan struct{}),
-			states: map[string]channel.State{}, reports: map[string]arrayReport{}, resynced: map[string]map[string]bool{}}
+			states: map[string]channel.State{}, reports: map[string]arrayReport{}, stallSaid: map[string]bool{}, resynced: map[string]map[string]bool{}}
 		k.guests[st.Name] = gc
 		go k.run(cctx, gc)
 	}
@@ -240,7 +245,11 @@ func (k *channelKeeper) onState(ctx context.Context, gc *guestChannel, st *chann
 	now := k.clock.Now()
 	gc.mu.Lock()
 	gc.states[st.Disk] = *st
-	gc.reports[st.Disk] = arrayReport{State: *st, Received: now, Track: TrackResync(gc.reports[st.Disk].Track, *st, now)}
+	prev, hadPrev := gc.reports[st.Disk]
+	cur := arrayReport{State: *st, Received: now, Track: TrackResync(prev.Track, *st, now)}
+	gc.reports[st.Disk] = cur
+	var evs []events.Event
+	evs, gc.stallSaid[st.Disk] = ArrayTransitions(prev, cur, hadPrev, gc.stallSaid[st.Disk], now)
 	idle := st.Degraded == 0 && (st.SyncAction == "idle" || st.SyncAction == "")
 	if idle {
 		for _, l := range st.Legs {
@@ -259,6 +268,9 @@ func (k *channelKeeper) onState(ctx context.Context, gc *guestChannel, st *chann
 		}
 	}
 	gc.mu.Unlock()
+	for _, e := range evs {
+		k.record(gc.name, e)
+	}
 	for _, n := range nodes {
 		k.maybeClear(ctx, gc, n, log)
 	}
@@ -279,9 +291,28 @@ func (k *channelKeeper) onEvent(ctx context.Context, gc *guestChannel, ev *chann
 	}
 	gc.mu.Unlock()
 	log.Info("guest event", "disk", ev.Disk, "event", ev.Event, "leg", ev.Leg, "detail", ev.Detail)
+	if kind := guestraidKind(ev.Event); kind != "" {
+		detail := ev.Event
+		if ev.Leg != "" {
+			detail += " " + ev.Leg
+		}
+		k.record(gc.name, events.Event{Kind: kind, Disk: ev.Disk, Detail: detail, Reason: ev.Detail})
+	}
 	if node != "" {
 		k.maybeClear(ctx, gc, node, log)
 	}
+}
+
+// record emits e for guest, with the epoch the guest was started at.
+func (k *channelKeeper) record(guest string, e events.Event) {
+	if k.emit == nil {
+		return
+	}
+	e.Guest = guest
+	if ep, ok := k.started.get(guest); ok {
+		e.Epoch = ep
+	}
+	k.emit(e)
 }
 
 // markResynced records it and reports whether it is news.

@@ -65,6 +65,8 @@ func ChooseFailover(cfg *configs.Config, self string, rec ledger.Record, holder 
 // guest.
 type failoverRunner struct {
 	op  Operator
+	// record wraps the run in the event log (nil: run as is).
+	record func(ctx context.Context, op, guest, detail string, run func() error) error
 	log *slog.Logger
 	mu  sync.Mutex
 	on  map[string]bool
@@ -88,7 +90,12 @@ func (f *failoverRunner) start(ctx context.Context, guest string) {
 			f.mu.Unlock()
 		}()
 		f.log.Warn("automatic failover: the owner's lease expired; taking the guest over", "guest", guest)
-		if err := f.op.AutoFailover(ctx, guest); err != nil {
+		run := func() error { return f.op.AutoFailover(ctx, guest) }
+		if f.record != nil {
+			inner := run
+			run = func() error { return f.record(ctx, "auto-failover", guest, "automatic failover", inner) }
+		}
+		if err := run(); err != nil {
 			f.log.Error("automatic failover failed", "guest", guest, "err", err)
 			return
 		}

@@ -65,6 +65,7 @@ func (s *Server) mux() *http.ServeMux {
 	m.HandleFunc("GET "+api.PathCluster, s.handleCluster)
 	m.HandleFunc("GET "+api.PathConfig, s.handleConfig)
 	m.HandleFunc("GET "+api.PathConsole, s.handleConsole)
+	m.HandleFunc("GET "+api.PathEvents, s.handleEvents)
 	return m
 }
 
@@ -582,7 +583,7 @@ func (s *Server) handleOp(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.log.Info("operation", "op", req.Op, "guest", req.Guest, "node", req.Node, "to", req.To, "force", req.Force)
-	err := s.op.Run(s.baseCtx, req, emit)
+	err := s.recordOp(s.baseCtx, req.Op, req.Guest, opDetail(req), func() error { return s.op.Run(s.baseCtx, req, emit) })
 	last := api.Progress{Step: "done", Message: "done", Done: true}
 	if err != nil {
 		last.Message, last.Err, last.Hint = "failed", err.Error(), ops.HintOf(err)

@@ -8,11 +8,13 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing/api"
+	"github.com/mhcodi/mhcodi/fencing/events"
 	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
 )
@@ -51,6 +53,10 @@ func (s *Server) Run(ctx context.Context, o RunOptions) error {
 	}
 
 	loopCtx, stopLoops := context.WithCancel(ctx)
+	if s.hook != nil {
+		s.hook.Start(loopCtx)
+		defer s.hook.Wait()
+	}
 	var wg sync.WaitGroup
 	goLoop := func(f func(context.Context)) {
 		wg.Add(1)
@@ -531,6 +537,11 @@ func (s *Server) destroyLocked(ctx context.Context, f Foreign, selfFence bool) {
 		s.log.Warn("destroyed a guest that must not run here", "guest", f.Guest, "owner", f.Owner, "epoch", f.Epoch, "reason", f.Reason)
 		s.afterGone(ctx, f.Guest)
 	}
+	kind := events.KindForeign
+	if strings.HasPrefix(f.Reason, "self-fence") {
+		kind = events.KindSelfFence
+	}
+	s.emit(events.Event{Kind: kind, Guest: f.Guest, Epoch: f.Epoch, Detail: "owner " + orNone(f.Owner), Reason: f.Reason, Err: in.Err})
 	s.addIncident(in)
 }
 

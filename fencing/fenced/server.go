@@ -17,6 +17,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing/api"
+	"github.com/mhcodi/mhcodi/fencing/events"
 	"github.com/mhcodi/mhcodi/fencing/hypervisor"
 	"github.com/mhcodi/mhcodi/fencing/ops"
 )
@@ -86,6 +87,8 @@ type Server struct {
 	stateDir string
 	clock    Clock
 	timers   Timers
+	journal  *events.Journal
+	hook     *events.Hook
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	met      *metrics
@@ -201,13 +204,19 @@ func New(o Options) (*Server, error) {
 	} else if err != nil {
 		s.log.Warn("started epochs lost", "err", err)
 	}
+	s.journal, err = events.OpenJournal(filepath.Join(s.stateDir, "events.jsonl"), events.DefaultKeep)
+	if err != nil {
+		return nil, fmt.Errorf("fenced: %w", err)
+	}
+	s.hook = events.NewHook(s.cfg.Fencing.EventHook, s.log)
 	if o.NewOperator != nil {
 		s.op = o.NewOperator(Env{s: s})
-		s.failover = &failoverRunner{op: s.op, log: s.log, on: map[string]bool{}}
+		s.failover = &failoverRunner{op: s.op, log: s.log, on: map[string]bool{}, record: s.recordOp}
 	}
 	if !s.witness {
 		dial, _ := s.driver.(hypervisor.Channeler)
 		s.channels = newChannelKeeper(s.self, s.cfg, dial, s.ledger, s.started, s.clock, s.log)
+		s.channels.emit = s.emit
 		if err := s.reg.Register(newArrayCollector(s.channels.Arrays, s.clock)); err != nil {
 			return nil, fmt.Errorf("fenced: array metrics: %w", err)
 		}
