@@ -44,7 +44,7 @@ type guestChannel struct {
 	reports map[string]arrayReport
 	// stallSaid: the disk's current stall is already an event.
 	stallSaid map[string]bool
-	events  []channel.Event
+	events    []channel.Event
 	// resynced[node][disk]: the leg of node of disk was seen resynced
 	// (a resync-done event, or in sync in an idle, whole array).
 	resynced map[string]map[string]bool

@@ -64,13 +64,13 @@ func ChooseFailover(cfg *configs.Config, self string, rec ledger.Record, holder 
 // failoverRunner calls the Operator's AutoFailover once at a time per
 // guest.
 type failoverRunner struct {
-	op  Operator
+	op Operator
 	// record wraps the run in the event log (nil: run as is).
 	record func(ctx context.Context, op, guest, detail string, run func() error) error
-	log *slog.Logger
-	mu  sync.Mutex
-	on  map[string]bool
-	wg  sync.WaitGroup
+	log    *slog.Logger
+	mu     sync.Mutex
+	on     map[string]bool
+	wg     sync.WaitGroup
 }
 
 func (f *failoverRunner) start(ctx context.Context, guest string) {

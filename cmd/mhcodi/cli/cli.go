@@ -83,6 +83,6 @@ Every command reads the cluster file, the same on every node.`,
 	root.AddCommand(newVolumeCmd(g))
 	root.AddCommand(newImportCmd(g))
 	root.AddCommand(newImageCmd(g))
-	root.AddCommand(newClusterCmd(g), newGuestCmd(g), newNodeCmd(g), newStatusCmd(g), newVerifyCmd(g))
+	root.AddCommand(newClusterCmd(g), newGuestCmd(g), newNodeCmd(g), newStatusCmd(g), newVerifyCmd(g), newEventsCmd(g))
 	return root
 }

@@ -25,6 +25,8 @@ type fakeFenced struct {
 	ops    []api.OpRequest
 	lines  []api.Progress
 	view   api.ClusterView
+	// mux takes more routes (a test of another command).
+	mux *http.ServeMux
 }
 
 func startFenced(t *testing.T) *fakeFenced {
@@ -36,6 +38,7 @@ func startFenced(t *testing.T) *fakeFenced {
 	l, err := net.Listen("unix", f.socket)
 	require.NoError(t, err)
 	mux := http.NewServeMux()
+	f.mux = mux
 	mux.HandleFunc("POST "+api.PathOp, func(w http.ResponseWriter, r *http.Request) {
 		var req api.OpRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
