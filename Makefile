@@ -18,7 +18,7 @@ FUZZTIME    ?= 10s
 FUZZ_TARGETS := \
 	./naming:FuzzParseIQN ./naming:FuzzParseDevPath ./naming:FuzzVolumeNameSplits \
 	./naming:FuzzParseWWN ./naming:FuzzLegNames ./naming:FuzzMAC ./configs:FuzzParseSize \
-	./iscsi/pdu:FuzzDecode ./targetd/login:FuzzParseText ./targetd/login:FuzzLoginStep \
+	./iscsi/pdu:FuzzDecode ./iscsi/text:FuzzParseText ./targetd/login:FuzzLoginStep \
 	./targetd/scsi:FuzzExecute ./targetd/iscsi:FuzzFullFeature \
 	./initiator/nbd:FuzzDecodeRequest ./initiator/nbd:FuzzServeConn ./initiator/iscsiclient:FuzzLoginMachine \
 	./guestraid/channel:FuzzDecode

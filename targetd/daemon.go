@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mhcodi/mhcodi/configs"
+	"github.com/mhcodi/mhcodi/iscsi/text"
 	"github.com/mhcodi/mhcodi/naming"
 	"github.com/mhcodi/mhcodi/targetd/iscsi"
 	"github.com/mhcodi/mhcodi/targetd/login"
@@ -437,13 +438,13 @@ func (d *Daemon) authorize(initiator, target string, discovery bool) (login.Deci
 		if !ok {
 			return login.Decision{}, fmt.Errorf("no CHAP secret for node %s", node)
 		}
-		dec.CHAP = &login.Credentials{User: user, Secret: secret}
+		dec.CHAP = &text.Credentials{User: user, Secret: secret}
 		if ts := d.secrets.TargetSecret(d.opts.Node); ts != "" {
 			name := target
 			if discovery {
 				name = d.cfg.InitiatorIQN(d.opts.Node)
 			}
-			dec.MutualCHAP = &login.Credentials{User: name, Secret: ts}
+			dec.MutualCHAP = &text.Credentials{User: name, Secret: ts}
 		}
 	}
 	return dec, nil

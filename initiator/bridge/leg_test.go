@@ -14,7 +14,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/initiator/iscsiclient"
 	"github.com/mhcodi/mhcodi/initiator/nbd"
-	"github.com/mhcodi/mhcodi/targetd/login"
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 // fakeSession is a session whose commands the test scripts.
@@ -191,7 +191,7 @@ func TestLegRefusedReportedOnce(t *testing.T) {
 	d := newDialer()
 	var changes atomic.Int32
 	l := startLeg(t, d, &changes)
-	refusal := &iscsiclient.LoginError{Status: login.StatusAuthFailed, Target: "iqn.x"}
+	refusal := &iscsiclient.LoginError{Status: text.StatusAuthFailed, Target: "iqn.x"}
 	for range 5 {
 		d.fail(refusal)
 	}

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/mhcodi/mhcodi/targetd/login"
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 // FuzzLoginMachine feeds the initiator's login machine Login Responses a
@@ -32,7 +32,7 @@ func FuzzLoginMachine(f *testing.F) {
 				r := loginResponse{Transit: f&1 != 0, Continue: f&2 != 0, CSG: m.stage, NSG: (f >> 2) & 3,
 					Data: texts[i%3]}
 				if f&0x80 != 0 && i == 5 {
-					r.Status = login.StatusAuthFailed
+					r.Status = text.StatusAuthFailed
 				}
 				_, done, err := m.step(r)
 				if err != nil {

@@ -2,11 +2,8 @@ package iscsiclient
 
 import (
 	"bytes"
-	"crypto/md5"
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/mhcodi/mhcodi/iscsi/pdu"
-	"github.com/mhcodi/mhcodi/targetd/login"
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 // Params are what the login settled, as the initiator applies them.
@@ -45,7 +42,7 @@ const (
 // (RFC 7143 §11.13.5). Class 2 (initiator error: authentication,
 // authorization, not found) will not succeed by retrying; class 3 might.
 type LoginError struct {
-	Status login.Status
+	Status text.Status
 	Target string
 }
 
@@ -83,14 +80,14 @@ type Refuser interface {
 type loginRequest struct {
 	Transit, Continue bool
 	CSG, NSG          uint8
-	KVs               []login.KV
+	KVs               []text.KV
 }
 
 // loginResponse is the part of a Login Response the machine reads.
 type loginResponse struct {
 	Transit, Continue bool
 	CSG, NSG          uint8
-	Status            login.Status
+	Status            text.Status
 	TSIH              uint16
 	Data              []byte
 }
@@ -152,35 +149,35 @@ func (m *loginMachine) start() loginRequest {
 		// Offer both: the target decides whether it wants CHAP.
 		auth = "CHAP,None"
 	}
-	return loginRequest{Transit: true, CSG: login.StageSecurity, NSG: login.StageOperational, KVs: []login.KV{
-		{Key: login.KeyInitiatorName, Value: m.cfg.InitiatorIQN},
-		{Key: login.KeyTargetName, Value: m.cfg.TargetIQN},
-		{Key: login.KeySessionType, Value: "Normal"},
-		{Key: login.KeyAuthMethod, Value: auth},
+	return loginRequest{Transit: true, CSG: text.StageSecurity, NSG: text.StageOperational, KVs: []text.KV{
+		{Key: text.KeyInitiatorName, Value: m.cfg.InitiatorIQN},
+		{Key: text.KeyTargetName, Value: m.cfg.TargetIQN},
+		{Key: text.KeySessionType, Value: "Normal"},
+		{Key: text.KeyAuthMethod, Value: auth},
 	}}
 }
 
-func (m *loginMachine) operationalKeys() []login.KV {
+func (m *loginMachine) operationalKeys() []text.KV {
 	hd := "None"
 	if m.cfg.HeaderDigest {
 		hd = "CRC32C,None"
 	}
 	u := func(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
-	return []login.KV{
-		{Key: login.KeyHeaderDigest, Value: hd},
-		{Key: login.KeyDataDigest, Value: "None"},
-		{Key: login.KeyMaxConnections, Value: "1"},
-		{Key: login.KeyInitialR2T, Value: "No"},
-		{Key: login.KeyImmediateData, Value: "Yes"},
-		{Key: login.KeyMaxRecvDataSegmentLength, Value: u(ourMaxRecvDataSegmentLength)},
-		{Key: login.KeyMaxBurstLength, Value: u(ourMaxBurstLength)},
-		{Key: login.KeyFirstBurstLength, Value: u(ourFirstBurstLength)},
-		{Key: login.KeyDefaultTime2Wait, Value: "0"},
-		{Key: login.KeyDefaultTime2Retain, Value: "0"},
-		{Key: login.KeyMaxOutstandingR2T, Value: "1"},
-		{Key: login.KeyDataPDUInOrder, Value: "Yes"},
-		{Key: login.KeyDataSequenceInOrder, Value: "Yes"},
-		{Key: login.KeyErrorRecoveryLevel, Value: "0"},
+	return []text.KV{
+		{Key: text.KeyHeaderDigest, Value: hd},
+		{Key: text.KeyDataDigest, Value: "None"},
+		{Key: text.KeyMaxConnections, Value: "1"},
+		{Key: text.KeyInitialR2T, Value: "No"},
+		{Key: text.KeyImmediateData, Value: "Yes"},
+		{Key: text.KeyMaxRecvDataSegmentLength, Value: u(ourMaxRecvDataSegmentLength)},
+		{Key: text.KeyMaxBurstLength, Value: u(ourMaxBurstLength)},
+		{Key: text.KeyFirstBurstLength, Value: u(ourFirstBurstLength)},
+		{Key: text.KeyDefaultTime2Wait, Value: "0"},
+		{Key: text.KeyDefaultTime2Retain, Value: "0"},
+		{Key: text.KeyMaxOutstandingR2T, Value: "1"},
+		{Key: text.KeyDataPDUInOrder, Value: "Yes"},
+		{Key: text.KeyDataSequenceInOrder, Value: "Yes"},
+		{Key: text.KeyErrorRecoveryLevel, Value: "0"},
 	}
 }
 
@@ -191,7 +188,7 @@ func (m *loginMachine) step(r loginResponse) (next loginRequest, done bool, err 
 	if m.rounds > maxLoginRounds {
 		return next, false, fmt.Errorf("login did not finish after %d exchanges", maxLoginRounds)
 	}
-	if r.Status != login.StatusSuccess {
+	if r.Status != text.StatusSuccess {
 		return next, false, &LoginError{Status: r.Status, Target: m.cfg.TargetIQN}
 	}
 	if r.CSG != m.stage {
@@ -209,24 +206,24 @@ func (m *loginMachine) step(r loginResponse) (next loginRequest, done bool, err 
 	}
 	m.params.TSIH = r.TSIH
 	switch m.stage {
-	case login.StageSecurity:
+	case text.StageSecurity:
 		return m.security(r, kvs)
-	case login.StageOperational:
+	case text.StageOperational:
 		if err := m.apply(kvs); err != nil {
 			return next, false, err
 		}
-		if r.Transit && r.NSG == login.StageFullFeature {
+		if r.Transit && r.NSG == text.StageFullFeature {
 			m.done = true
 			return next, true, nil
 		}
 		// The target is not done: ask again to move on.
-		return loginRequest{Transit: true, CSG: login.StageOperational, NSG: login.StageFullFeature}, false, nil
+		return loginRequest{Transit: true, CSG: text.StageOperational, NSG: text.StageFullFeature}, false, nil
 	}
 	return next, false, fmt.Errorf("login in unexpected stage %d", m.stage)
 }
 
-func (m *loginMachine) security(r loginResponse, kvs []login.KV) (loginRequest, bool, error) {
-	if am, ok := login.Lookup(kvs, login.KeyAuthMethod); ok {
+func (m *loginMachine) security(r loginResponse, kvs []text.KV) (loginRequest, bool, error) {
+	if am, ok := text.Lookup(kvs, text.KeyAuthMethod); ok {
 		switch am {
 		case "None":
 		case "CHAP":
@@ -235,8 +232,8 @@ func (m *loginMachine) security(r loginResponse, kvs []login.KV) (loginRequest, 
 			}
 			if m.chap == chapNone {
 				m.chap = chapSentA
-				return loginRequest{CSG: login.StageSecurity, NSG: login.StageOperational,
-					KVs: []login.KV{{Key: login.KeyCHAPA, Value: "5"}}}, false, nil
+				return loginRequest{CSG: text.StageSecurity, NSG: text.StageOperational,
+					KVs: []text.KV{{Key: text.KeyCHAPA, Value: "5"}}}, false, nil
 			}
 		default:
 			return loginRequest{}, false, fmt.Errorf("target chose AuthMethod=%s, which was not offered", am)
@@ -249,13 +246,13 @@ func (m *loginMachine) security(r loginResponse, kvs []login.KV) (loginRequest, 
 		m.chap = chapVerified
 	}
 	if m.chap == chapSentA {
-		if _, ok := login.Lookup(kvs, login.KeyCHAPC); ok {
+		if _, ok := text.Lookup(kvs, text.KeyCHAPC); ok {
 			resp, err := m.chapAnswer(kvs)
 			if err != nil {
 				return loginRequest{}, false, err
 			}
 			m.chap = chapAnswered
-			return loginRequest{Transit: true, CSG: login.StageSecurity, NSG: login.StageOperational, KVs: resp}, false, nil
+			return loginRequest{Transit: true, CSG: text.StageSecurity, NSG: text.StageOperational, KVs: resp}, false, nil
 		}
 	}
 	if r.Transit && m.cfg.MutualCHAP != nil && m.chap != chapVerified {
@@ -266,7 +263,7 @@ func (m *loginMachine) security(r loginResponse, kvs []login.KV) (loginRequest, 
 			Reason: "it ended the security stage without answering our challenge (mutual CHAP is configured: is the target's secret set on its node?)"}
 	}
 	if r.Transit {
-		if r.NSG == login.StageFullFeature {
+		if r.NSG == text.StageFullFeature {
 			// A target may skip the operational stage; the defaults hold.
 			if err := m.apply(kvs); err != nil {
 				return loginRequest{}, false, err
@@ -274,32 +271,32 @@ func (m *loginMachine) security(r loginResponse, kvs []login.KV) (loginRequest, 
 			m.done = true
 			return loginRequest{}, true, nil
 		}
-		m.stage = login.StageOperational
-		return loginRequest{Transit: true, CSG: login.StageOperational, NSG: login.StageFullFeature, KVs: m.operationalKeys()}, false, nil
+		m.stage = text.StageOperational
+		return loginRequest{Transit: true, CSG: text.StageOperational, NSG: text.StageFullFeature, KVs: m.operationalKeys()}, false, nil
 	}
 	// Security stage continues with nothing new from us: say we want to move on.
-	return loginRequest{Transit: true, CSG: login.StageSecurity, NSG: login.StageOperational}, false, nil
+	return loginRequest{Transit: true, CSG: text.StageSecurity, NSG: text.StageOperational}, false, nil
 }
 
 // chapAnswer computes CHAP_N/CHAP_R for the target's CHAP_I/CHAP_C (RFC
 // 1994: MD5 over identifier, secret and challenge).
-func (m *loginMachine) chapAnswer(kvs []login.KV) ([]login.KV, error) {
-	if a, _ := login.Lookup(kvs, login.KeyCHAPA); a != "5" {
+func (m *loginMachine) chapAnswer(kvs []text.KV) ([]text.KV, error) {
+	if a, _ := text.Lookup(kvs, text.KeyCHAPA); a != "5" {
 		return nil, fmt.Errorf("target chose CHAP_A=%q; only 5 (MD5) was offered", a)
 	}
-	is, _ := login.Lookup(kvs, login.KeyCHAPI)
+	is, _ := text.Lookup(kvs, text.KeyCHAPI)
 	id, err := strconv.ParseUint(is, 0, 8)
 	if err != nil {
 		return nil, fmt.Errorf("CHAP_I %q: %w", is, err)
 	}
-	cs, _ := login.Lookup(kvs, login.KeyCHAPC)
-	chall, err := decodeBinary(cs)
+	cs, _ := text.Lookup(kvs, text.KeyCHAPC)
+	chall, err := text.DecodeBinary(cs)
 	if err != nil {
 		return nil, fmt.Errorf("CHAP_C: %w", err)
 	}
-	out := []login.KV{
-		{Key: login.KeyCHAPN, Value: m.cfg.CHAP.User},
-		{Key: login.KeyCHAPR, Value: "0x" + hex.EncodeToString(chapResponse(byte(id), m.cfg.CHAP.Secret, chall))},
+	out := []text.KV{
+		{Key: text.KeyCHAPN, Value: m.cfg.CHAP.User},
+		{Key: text.KeyCHAPR, Value: text.EncodeHex(text.CHAPResponse(byte(id), m.cfg.CHAP.Secret, chall))},
 	}
 	if m.cfg.MutualCHAP == nil {
 		return out, nil
@@ -316,57 +313,37 @@ func (m *loginMachine) chapAnswer(kvs []login.KV) ([]login.KV, error) {
 		return nil, errors.New("mutual CHAP: our challenge equals the target's; the random source is broken")
 	}
 	return append(out,
-		login.KV{Key: login.KeyCHAPI, Value: strconv.Itoa(int(m.mutualID))},
-		login.KV{Key: login.KeyCHAPC, Value: "0x" + hex.EncodeToString(m.mutualChall)},
+		text.KV{Key: text.KeyCHAPI, Value: strconv.Itoa(int(m.mutualID))},
+		text.KV{Key: text.KeyCHAPC, Value: text.EncodeHex(m.mutualChall)},
 	), nil
 }
 
 // verifyTarget checks the target's CHAP_N/CHAP_R against our challenge.
-func (m *loginMachine) verifyTarget(kvs []login.KV) error {
+func (m *loginMachine) verifyTarget(kvs []text.KV) error {
 	fail := func(format string, a ...any) error {
 		return &TargetAuthError{Target: m.cfg.TargetIQN, Reason: fmt.Sprintf(format, a...)}
 	}
-	n, hasN := login.Lookup(kvs, login.KeyCHAPN)
-	r, hasR := login.Lookup(kvs, login.KeyCHAPR)
+	n, hasN := text.Lookup(kvs, text.KeyCHAPN)
+	r, hasR := text.Lookup(kvs, text.KeyCHAPR)
 	if !hasN || !hasR {
 		return fail("it did not answer our challenge (no CHAP_N/CHAP_R)")
 	}
 	if n != m.cfg.MutualCHAP.User {
 		return fail("it answered as %q, not %q", n, m.cfg.MutualCHAP.User)
 	}
-	got, err := decodeBinary(r)
+	got, err := text.DecodeBinary(r)
 	if err != nil {
 		return fail("CHAP_R: %v", err)
 	}
-	want := chapResponse(m.mutualID, m.cfg.MutualCHAP.Secret, m.mutualChall)
+	want := text.CHAPResponse(m.mutualID, m.cfg.MutualCHAP.Secret, m.mutualChall)
 	if subtle.ConstantTimeCompare(got, want) != 1 {
 		return fail("wrong CHAP_R (the target's secret differs from ours for it)")
 	}
 	return nil
 }
 
-// chapResponse is RFC 1994's MD5 over identifier, secret and challenge.
-func chapResponse(id byte, secret string, chall []byte) []byte {
-	h := md5.New()
-	h.Write([]byte{id})
-	h.Write([]byte(secret))
-	h.Write(chall)
-	return h.Sum(nil)
-}
-
-// decodeBinary reads an RFC 7143 §6.1 binary value: 0x hex or 0b base64.
-func decodeBinary(v string) ([]byte, error) {
-	switch {
-	case len(v) > 2 && (strings.HasPrefix(v, "0x") || strings.HasPrefix(v, "0X")):
-		return hex.DecodeString(v[2:])
-	case len(v) > 2 && (strings.HasPrefix(v, "0b") || strings.HasPrefix(v, "0B")):
-		return base64.StdEncoding.DecodeString(v[2:])
-	}
-	return nil, fmt.Errorf("%q is not a 0x or 0b binary value", v)
-}
-
 // apply records the target's answers to our operational keys.
-func (m *loginMachine) apply(kvs []login.KV) error {
+func (m *loginMachine) apply(kvs []text.KV) error {
 	p := &m.params
 	for _, kv := range kvs {
 		num := func() (uint32, error) {
@@ -378,7 +355,7 @@ func (m *loginMachine) apply(kvs []login.KV) error {
 		}
 		var err error
 		switch kv.Key {
-		case login.KeyHeaderDigest:
+		case text.KeyHeaderDigest:
 			switch kv.Value {
 			case "CRC32C":
 				p.HeaderDigest = m.cfg.HeaderDigest
@@ -390,32 +367,32 @@ func (m *loginMachine) apply(kvs []login.KV) error {
 			default:
 				err = fmt.Errorf("target answered HeaderDigest=%s", kv.Value)
 			}
-		case login.KeyDataDigest:
+		case text.KeyDataDigest:
 			if kv.Value != "None" {
 				err = fmt.Errorf("target answered DataDigest=%s; only None was offered", kv.Value)
 			}
-		case login.KeyMaxRecvDataSegmentLength:
+		case text.KeyMaxRecvDataSegmentLength:
 			p.TargetMaxRecvDataSegmentLength, err = num()
 			if err == nil && p.TargetMaxRecvDataSegmentLength < 512 {
 				err = fmt.Errorf("target declared MaxRecvDataSegmentLength=%d, below 512", p.TargetMaxRecvDataSegmentLength)
 			}
-		case login.KeyMaxBurstLength:
+		case text.KeyMaxBurstLength:
 			p.MaxBurstLength, err = num()
-		case login.KeyFirstBurstLength:
+		case text.KeyFirstBurstLength:
 			p.FirstBurstLength, err = num()
-		case login.KeyImmediateData:
+		case text.KeyImmediateData:
 			p.ImmediateData = kv.Value == "Yes"
-		case login.KeyInitialR2T:
+		case text.KeyInitialR2T:
 			p.InitialR2T = kv.Value == "Yes"
-		case login.KeyErrorRecoveryLevel:
+		case text.KeyErrorRecoveryLevel:
 			if kv.Value != "0" {
 				err = fmt.Errorf("target answered ErrorRecoveryLevel=%s; only 0 is supported", kv.Value)
 			}
-		case login.KeyMaxOutstandingR2T:
+		case text.KeyMaxOutstandingR2T:
 			if kv.Value != "1" {
 				err = fmt.Errorf("target answered MaxOutstandingR2T=%s; 1 was offered", kv.Value)
 			}
-		case login.KeyDataPDUInOrder, login.KeyDataSequenceInOrder:
+		case text.KeyDataPDUInOrder, text.KeyDataSequenceInOrder:
 			if kv.Value != "Yes" {
 				err = fmt.Errorf("target answered %s=%s; in-order data is required", kv.Key, kv.Value)
 			}
@@ -430,22 +407,22 @@ func (m *loginMachine) apply(kvs []login.KV) error {
 	return nil
 }
 
-// parseResponseText parses key=value text; unlike login.ParseText it lets
+// parseResponseText parses key=value text; unlike text.ParseText it lets
 // keys repeat, as a target answering several rounds may.
-func parseResponseText(b []byte) ([]login.KV, error) {
+func parseResponseText(b []byte) ([]text.KV, error) {
 	for len(b) > 0 && b[len(b)-1] == 0 {
 		b = b[:len(b)-1]
 	}
 	if len(b) == 0 {
 		return nil, nil
 	}
-	var kvs []login.KV
+	var kvs []text.KV
 	for _, pair := range strings.Split(string(b), "\x00") {
 		k, v, ok := strings.Cut(pair, "=")
 		if !ok {
 			return nil, fmt.Errorf("%q has no '='", pair)
 		}
-		kvs = append(kvs, login.KV{Key: k, Value: v})
+		kvs = append(kvs, text.KV{Key: k, Value: v})
 	}
 	return kvs, nil
 }
@@ -468,7 +445,7 @@ func encodeLoginRequest(h *pdu.Header, r loginRequest, isid [6]byte, itt, cmdSN,
 	// CID 0 (bytes 20-21).
 	h.PutU32(pdu.OffCmdSN, cmdSN)
 	h.PutU32(pdu.OffExpSN, expStatSN)
-	return login.EncodeText(r.KVs)
+	return text.EncodeText(r.KVs)
 }
 
 // decodeLoginResponse reads a Login Response header.
@@ -478,7 +455,7 @@ func decodeLoginResponse(h *pdu.Header, data []byte) loginResponse {
 		Continue: h[1]&0x40 != 0,
 		CSG:      h[1] >> 2 & 3,
 		NSG:      h[1] & 3,
-		Status:   login.Status(uint16(h[36])<<8 | uint16(h[37])),
+		Status:   text.Status(uint16(h[36])<<8 | uint16(h[37])),
 		TSIH:     h.TSIH(),
 		Data:     data,
 	}

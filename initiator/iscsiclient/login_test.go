@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mhcodi/mhcodi/iscsi/text"
 	"github.com/mhcodi/mhcodi/targetd/login"
 )
 
@@ -35,7 +36,7 @@ func runLogin(t *testing.T, cfg Config, dec login.Decision) (Params, login.Resul
 	for range 20 {
 		resp, err := tgt.Step(login.Request{
 			Transit: req.Transit, Continue: req.Continue, CSG: req.CSG, NSG: req.NSG,
-			Data: login.EncodeText(req.KVs),
+			Data: text.EncodeText(req.KVs),
 		})
 		if err != nil {
 			require.NotZero(t, resp.StatusClass)
@@ -78,7 +79,7 @@ func TestLoginHeaderDigest(t *testing.T) {
 }
 
 func TestLoginCHAP(t *testing.T) {
-	creds := &login.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
+	creds := &text.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
 	cfg := Config{TargetIQN: testTarget, InitiatorIQN: testInitiator, CHAP: &CHAP{User: creds.User, Secret: creds.Secret}}
 	_, res, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds})
 	require.NoError(t, err)
@@ -87,17 +88,17 @@ func TestLoginCHAP(t *testing.T) {
 }
 
 func TestLoginCHAPWrongSecret(t *testing.T) {
-	creds := &login.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
+	creds := &text.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
 	cfg := Config{TargetIQN: testTarget, InitiatorIQN: testInitiator, CHAP: &CHAP{User: creds.User, Secret: "another-secret-entirely"}}
 	_, _, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds})
 	var le *LoginError
 	require.ErrorAs(t, err, &le)
-	assert.Equal(t, login.StatusAuthFailed, le.Status)
+	assert.Equal(t, text.StatusAuthFailed, le.Status)
 	assert.True(t, le.Refused())
 }
 
 func TestLoginCHAPRequiredButNotConfigured(t *testing.T) {
-	creds := &login.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
+	creds := &text.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
 	_, _, err := runLogin(t, Config{TargetIQN: testTarget, InitiatorIQN: testInitiator}, login.Decision{Allowed: true, CHAP: creds})
 	var le *LoginError
 	require.ErrorAs(t, err, &le, "the target refuses AuthMethod=None when it wants CHAP")
@@ -108,27 +109,27 @@ func TestLoginNotAllowed(t *testing.T) {
 	_, _, err := runLogin(t, Config{TargetIQN: testTarget, InitiatorIQN: testInitiator}, login.Decision{})
 	var le *LoginError
 	require.ErrorAs(t, err, &le)
-	assert.Equal(t, login.StatusAuthorizationFailed, le.Status)
+	assert.Equal(t, text.StatusAuthorizationFailed, le.Status)
 	assert.True(t, le.Refused())
 	assert.Contains(t, le.Error(), "authorization failure")
 }
 
 func TestDecodeBinary(t *testing.T) {
-	b, err := decodeBinary("0x0aff")
+	b, err := text.DecodeBinary("0x0aff")
 	require.NoError(t, err)
 	assert.Equal(t, []byte{0x0a, 0xff}, b)
-	b, err = decodeBinary("0bAQI=")
+	b, err = text.DecodeBinary("0bAQI=")
 	require.NoError(t, err)
 	assert.Equal(t, []byte{1, 2}, b)
-	_, err = decodeBinary("12")
+	_, err = text.DecodeBinary("12")
 	assert.Error(t, err)
 }
 
 // mutualSetup is a target asking CHAP of testInitiator and answering
 // mutual challenges as testTarget.
-func mutualSetup() (*login.Credentials, *login.Credentials, Config) {
-	creds := &login.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
-	tcreds := &login.Credentials{User: testTarget, Secret: "the-targets-own-secret"}
+func mutualSetup() (*text.Credentials, *text.Credentials, Config) {
+	creds := &text.Credentials{User: testInitiator, Secret: "twelve-bytes-or-more"}
+	tcreds := &text.Credentials{User: testTarget, Secret: "the-targets-own-secret"}
 	cfg := Config{TargetIQN: testTarget, InitiatorIQN: testInitiator,
 		CHAP:       &CHAP{User: creds.User, Secret: creds.Secret},
 		MutualCHAP: &CHAP{User: tcreds.User, Secret: tcreds.Secret}}
@@ -182,7 +183,7 @@ func TestLoginMutualCHAPTargetHasNoSecret(t *testing.T) {
 	_, _, err := runLogin(t, cfg, login.Decision{Allowed: true, CHAP: creds})
 	var le *LoginError
 	require.ErrorAs(t, err, &le)
-	assert.Equal(t, login.StatusAuthFailed, le.Status)
+	assert.Equal(t, text.StatusAuthFailed, le.Status)
 }
 
 // A target's answer is checked against our challenge, not just its form:
@@ -193,17 +194,17 @@ func TestLoginMutualCHAPReplayedAnswer(t *testing.T) {
 	m := newLoginMachine(cfg)
 	m.start()
 	m.chap = chapSentA
-	kvs, err := m.chapAnswer([]login.KV{{Key: login.KeyCHAPA, Value: "5"}, {Key: login.KeyCHAPI, Value: "3"}, {Key: login.KeyCHAPC, Value: "0x" + strings.Repeat("ab", 16)}})
+	kvs, err := m.chapAnswer([]text.KV{{Key: text.KeyCHAPA, Value: "5"}, {Key: text.KeyCHAPI, Value: "3"}, {Key: text.KeyCHAPC, Value: "0x" + strings.Repeat("ab", 16)}})
 	require.NoError(t, err)
-	i, _ := login.Lookup(kvs, login.KeyCHAPI)
-	c, _ := login.Lookup(kvs, login.KeyCHAPC)
+	i, _ := text.Lookup(kvs, text.KeyCHAPI)
+	c, _ := text.Lookup(kvs, text.KeyCHAPC)
 	assert.Equal(t, "1", i)
 	assert.Equal(t, "0x"+strings.Repeat("01", mutualChallengeLen), c)
 	m.chap = chapAnswered
-	other := chapResponse(1, tcreds.Secret, bytes.Repeat([]byte{2}, mutualChallengeLen))
-	err = m.verifyTarget([]login.KV{{Key: login.KeyCHAPN, Value: testTarget}, {Key: login.KeyCHAPR, Value: "0x" + hex.EncodeToString(other)}})
+	other := text.CHAPResponse(1, tcreds.Secret, bytes.Repeat([]byte{2}, mutualChallengeLen))
+	err = m.verifyTarget([]text.KV{{Key: text.KeyCHAPN, Value: testTarget}, {Key: text.KeyCHAPR, Value: "0x" + hex.EncodeToString(other)}})
 	assert.ErrorContains(t, err, "wrong CHAP_R")
-	good := chapResponse(1, tcreds.Secret, bytes.Repeat([]byte{1}, mutualChallengeLen))
-	assert.NoError(t, m.verifyTarget([]login.KV{{Key: login.KeyCHAPN, Value: testTarget}, {Key: login.KeyCHAPR, Value: "0x" + hex.EncodeToString(good)}}))
+	good := text.CHAPResponse(1, tcreds.Secret, bytes.Repeat([]byte{1}, mutualChallengeLen))
+	assert.NoError(t, m.verifyTarget([]text.KV{{Key: text.KeyCHAPN, Value: testTarget}, {Key: text.KeyCHAPR, Value: "0x" + hex.EncodeToString(good)}}))
 	assert.ErrorContains(t, m.verifyTarget(nil), "did not answer")
 }

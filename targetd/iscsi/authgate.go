@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/mhcodi/mhcodi/iscsi/text"
 	"github.com/mhcodi/mhcodi/targetd/login"
 )
 
@@ -25,7 +26,7 @@ func remoteAddr(nc net.Conn) netip.Addr {
 // that would not do the CHAP the target requires.
 func isAuthFailure(err error) bool {
 	var le *login.Error
-	return errors.As(err, &le) && le.Status == login.StatusAuthFailed
+	return errors.As(err, &le) && le.Status == text.StatusAuthFailed
 }
 
 // authTurn waits until a login from c's source may be served. It returns

@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mhcodi/mhcodi/iscsi/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/text"
 	"github.com/mhcodi/mhcodi/targetd/login"
 )
 
@@ -59,7 +60,7 @@ func chapFixture(t *testing.T) (*fixture, *logBuffer) {
 	logs := &logBuffer{}
 	f := newFixture(t, func(c *Config) {
 		c.Authorize = func(initiator, target string, discovery bool) (login.Decision, error) {
-			return login.Decision{Allowed: true, CHAP: &login.Credentials{User: testInitiator, Secret: testCHAPSecret}}, nil
+			return login.Decision{Allowed: true, CHAP: &text.Credentials{User: testInitiator, Secret: testCHAPSecret}}, nil
 		}
 		c.AuthDelay, c.AuthMaxDelay = 20*time.Millisecond, 80*time.Millisecond
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
@@ -69,7 +70,7 @@ func chapFixture(t *testing.T) (*fixture, *logBuffer) {
 
 // loginStep sends one Login Request in the security stage and returns the
 // response's status and keys.
-func (c *client) loginStep(itt uint32, transit bool, kv []login.KV) (status uint16, keys []login.KV) {
+func (c *client) loginStep(itt uint32, transit bool, kv []text.KV) (status uint16, keys []text.KV) {
 	c.t.Helper()
 	var h pdu.Header
 	h.SetOpcode(pdu.OpLoginReq)
@@ -81,10 +82,10 @@ func (c *client) loginStep(itt uint32, transit bool, kv []login.KV) (status uint
 	h.SetISIDTSIH(c.isid, 0)
 	h.SetITT(itt)
 	h.PutU32(pdu.OffCmdSN, c.cmdSN)
-	c.send(&h, login.EncodeText(kv))
+	c.send(&h, text.EncodeText(kv))
 	r, data := c.recv()
 	require.Equal(c.t, pdu.OpLoginResp, r.Opcode())
-	keys, err := login.ParseText(data)
+	keys, err := text.ParseText(data)
 	require.NoError(c.t, err)
 	return uint16(r[36])<<8 | uint16(r[37]), keys
 }
@@ -96,21 +97,21 @@ func chapLogin(t *testing.T, f *fixture, secret string) uint16 {
 	c := dial(t, f.addr)
 	defer c.nc.Close()
 	itt := c.nextITT()
-	st, _ := c.loginStep(itt, false, []login.KV{
+	st, _ := c.loginStep(itt, false, []text.KV{
 		{Key: "InitiatorName", Value: testInitiator}, {Key: "SessionType", Value: "Normal"},
 		{Key: "TargetName", Value: testTarget}, {Key: "AuthMethod", Value: "CHAP"},
 	})
 	require.Zero(t, st)
-	st, keys := c.loginStep(itt, false, []login.KV{{Key: "CHAP_A", Value: "5"}})
+	st, keys := c.loginStep(itt, false, []text.KV{{Key: "CHAP_A", Value: "5"}})
 	require.Zero(t, st)
-	idS, _ := login.Lookup(keys, "CHAP_I")
-	chS, _ := login.Lookup(keys, "CHAP_C")
+	idS, _ := text.Lookup(keys, "CHAP_I")
+	chS, _ := text.Lookup(keys, "CHAP_C")
 	id, err := strconv.Atoi(idS)
 	require.NoError(t, err)
 	ch, err := hex.DecodeString(strings.TrimPrefix(chS, "0x"))
 	require.NoError(t, err)
 	sum := md5.Sum(append(append([]byte{byte(id)}, secret...), ch...))
-	st, _ = c.loginStep(itt, true, []login.KV{{Key: "CHAP_N", Value: testInitiator}, {Key: "CHAP_R", Value: "0x" + hex.EncodeToString(sum[:])}})
+	st, _ = c.loginStep(itt, true, []text.KV{{Key: "CHAP_N", Value: testInitiator}, {Key: "CHAP_R", Value: "0x" + hex.EncodeToString(sum[:])}})
 	return st
 }
 
@@ -122,7 +123,7 @@ func TestCHAPFailuresThrottled(t *testing.T) {
 	f, logs := chapFixture(t)
 	start := time.Now()
 	for range 10 {
-		require.Equal(t, uint16(login.StatusAuthFailed), chapLogin(t, f, "a-wrong-secret-0123"))
+		require.Equal(t, uint16(text.StatusAuthFailed), chapLogin(t, f, "a-wrong-secret-0123"))
 	}
 	elapsed := time.Since(start)
 	const least = (20 + 40 + 7*80) * time.Millisecond
@@ -147,7 +148,7 @@ func TestCHAPFailuresThrottled(t *testing.T) {
 func TestCHAPSuccessAfterFailures(t *testing.T) {
 	f, logs := chapFixture(t)
 	for range 3 {
-		require.Equal(t, uint16(login.StatusAuthFailed), chapLogin(t, f, "a-wrong-secret-0123"))
+		require.Equal(t, uint16(text.StatusAuthFailed), chapLogin(t, f, "a-wrong-secret-0123"))
 	}
 	require.Zero(t, chapLogin(t, f, testCHAPSecret))
 	sum := logs.lines("level=WARN", "more logins failed to authenticate from this address")

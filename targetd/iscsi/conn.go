@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mhcodi/mhcodi/iscsi/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/text"
 	"github.com/mhcodi/mhcodi/targetd/login"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
@@ -187,7 +188,7 @@ func (c *conn) login() (*session, error) {
 		if req.TSIH != 0 {
 			// Adding a connection to a session: MaxConnections is 1 and
 			// ErrorRecoveryLevel 0, so there is nothing to add it to.
-			resp = login.RejectResponse(login.StatusSessionDoesNotExist)
+			resp = login.RejectResponse(text.StatusSessionDoesNotExist)
 			stepErr = fmt.Errorf("login for existing session TSIH %d refused: one connection per session", req.TSIH)
 		} else {
 			resp, stepErr = lg.Step(req)
@@ -198,7 +199,7 @@ func (c *conn) login() (*session, error) {
 			var err error
 			sess, err = c.bind(lg.Result(), cmdSN)
 			if err != nil {
-				resp = login.RejectResponse(login.StatusTargetRemoved)
+				resp = login.RejectResponse(text.StatusTargetRemoved)
 				stepErr = err
 			} else {
 				tsih = sess.tsih

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/mhcodi/mhcodi/iscsi/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/text"
 	"github.com/mhcodi/mhcodi/targetd/login"
 )
 
@@ -126,13 +127,13 @@ func (c *conn) text(h *pdu.Header, data []byte) error {
 		s.textTTT = rh.U32(pdu.OffTTT)
 		return c.send(&rh, nil, true)
 	}
-	kvs, err := login.ParseText(s.textIn)
+	kvs, err := text.ParseText(s.textIn)
 	s.textIn = nil
 	if err != nil {
 		return protoErrf(rejectProtocolError, "text request: %v", err)
 	}
-	var out []login.KV
-	var rest []login.KV
+	var out []text.KV
+	var rest []text.KV
 	for _, kv := range kvs {
 		if kv.Key == "SendTargets" {
 			var all []login.TargetInfo
@@ -164,7 +165,7 @@ func (c *conn) text(h *pdu.Header, data []byte) error {
 		out = append(out, neg...)
 		c.r.MaxDataLen = int(s.params.TargetMaxRecvDataSegmentLength)
 	}
-	s.textPending = login.EncodeText(out)
+	s.textPending = text.EncodeText(out)
 	s.textTTT = pdu.Reserved
 	return c.sendTextPiece(h)
 }

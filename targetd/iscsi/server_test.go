@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mhcodi/mhcodi/iscsi/pdu"
+	"github.com/mhcodi/mhcodi/iscsi/text"
 	"github.com/mhcodi/mhcodi/targetd/login"
 	"github.com/mhcodi/mhcodi/targetd/scsi"
 )
@@ -162,15 +163,15 @@ func errorsAs(err error, ne *net.Error) bool {
 
 func (c *client) login(target string, extra ...string) (*pdu.Header, []byte) {
 	c.t.Helper()
-	kv := []login.KV{{Key: "InitiatorName", Value: testInitiator}, {Key: "SessionType", Value: "Normal"}}
+	kv := []text.KV{{Key: "InitiatorName", Value: testInitiator}, {Key: "SessionType", Value: "Normal"}}
 	if target == "" {
 		kv[1].Value = "Discovery"
 	} else {
-		kv = append(kv, login.KV{Key: "TargetName", Value: target})
+		kv = append(kv, text.KV{Key: "TargetName", Value: target})
 	}
-	kv = append(kv, login.KV{Key: "AuthMethod", Value: "None"})
+	kv = append(kv, text.KV{Key: "AuthMethod", Value: "None"})
 	for i := 0; i+1 < len(extra); i += 2 {
-		kv = append(kv, login.KV{Key: extra[i], Value: extra[i+1]})
+		kv = append(kv, text.KV{Key: extra[i], Value: extra[i+1]})
 	}
 	var h pdu.Header
 	h.SetOpcode(pdu.OpLoginReq)
@@ -179,7 +180,7 @@ func (c *client) login(target string, extra ...string) (*pdu.Header, []byte) {
 	h.SetISIDTSIH(c.isid, 0)
 	h.SetITT(c.nextITT())
 	h.PutU32(pdu.OffCmdSN, c.cmdSN)
-	c.send(&h, login.EncodeText(kv))
+	c.send(&h, text.EncodeText(kv))
 	return c.recv()
 }
 
@@ -447,7 +448,7 @@ func TestDiscoverySendTargets(t *testing.T) {
 	th.PutU32(pdu.OffTTT, pdu.Reserved)
 	th.PutU32(pdu.OffCmdSN, c.cmdSN)
 	c.cmdSN++
-	c.send(&th, login.EncodeText([]login.KV{{Key: "SendTargets", Value: "All"}}))
+	c.send(&th, text.EncodeText([]text.KV{{Key: "SendTargets", Value: "All"}}))
 	r, data := c.recv()
 	require.Equal(t, pdu.OpTextResp, r.Opcode())
 	assert.Contains(t, string(data), "TargetName="+testTarget)

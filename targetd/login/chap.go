@@ -1,16 +1,14 @@
 package login
 
 import (
-	"crypto/md5"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
-)
 
-// Credentials are a CHAP user name and secret.
-type Credentials struct{ User, Secret string }
+	"github.com/mhcodi/mhcodi/iscsi/text"
+)
 
 // CHAP parameters.
 const (
@@ -42,8 +40,8 @@ const (
 
 // chapServer is the target side of one CHAP exchange.
 type chapServer struct {
-	creds  Credentials
-	mutual *Credentials // nil: mutual CHAP refused
+	creds  text.Credentials
+	mutual *text.Credentials // nil: mutual CHAP refused
 	state  chapState
 	id     byte
 	chall  []byte
@@ -53,13 +51,13 @@ type chapServer struct {
 
 // checkCredentials validates the credentials Authorize returned: a fault
 // there is the target's configuration error and fails the login closed.
-func checkCredentials(c, mutual *Credentials) error {
-	check := func(what string, c *Credentials) error {
+func checkCredentials(c, mutual *text.Credentials) error {
+	check := func(what string, c *text.Credentials) error {
 		if c.User == "" {
 			return fmt.Errorf("%s CHAP user name is empty", what)
 		}
-		if len(c.User) > maxSimpleValue {
-			return fmt.Errorf("%s CHAP user name is longer than %d bytes", what, maxSimpleValue)
+		if len(c.User) > text.MaxSimpleValue {
+			return fmt.Errorf("%s CHAP user name is longer than %d bytes", what, text.MaxSimpleValue)
 		}
 		if len(c.Secret) < MinCHAPSecret {
 			return fmt.Errorf("%s CHAP secret for user %q is %d bytes; at least %d are required (RFC 7143 §9.2.1)",
@@ -87,95 +85,85 @@ func checkCredentials(c, mutual *Credentials) error {
 	return nil
 }
 
-// chapResponse is the RFC 1994 MD5 response: MD5(identifier || secret ||
-// challenge).
-func chapResponse(id byte, secret string, challenge []byte) []byte {
-	h := md5.New()
-	h.Write([]byte{id})
-	h.Write([]byte(secret))
-	h.Write(challenge)
-	return h.Sum(nil)
-}
-
 // algorithm answers CHAP_A: picks MD5 if the initiator lists it and sends
 // our identifier and challenge.
-func (c *chapServer) algorithm(value string, rand io.Reader) ([]KV, *Error) {
+func (c *chapServer) algorithm(value string, rand io.Reader) ([]text.KV, *Error) {
 	ok := false
-	for _, a := range splitList(value) {
-		if n, err := parseNumber(a); err == nil && n == chapMD5 {
+	for _, a := range text.SplitList(value) {
+		if n, err := text.ParseNumber(a); err == nil && n == chapMD5 {
 			ok = true
 			break
 		}
 	}
 	if !ok {
-		return nil, loginError(StatusAuthFailed, "initiator offers CHAP_A=%s; only 5 (MD5) is supported", truncate(value))
+		return nil, loginError(text.StatusAuthFailed, "initiator offers CHAP_A=%s; only 5 (MD5) is supported", text.Truncate(value))
 	}
 	buf := make([]byte, 1+chapChallengeLen)
 	if _, err := io.ReadFull(rand, buf); err != nil {
-		return nil, loginError(StatusTargetError, "reading random bytes for the CHAP challenge: %w", err)
+		return nil, loginError(text.StatusTargetError, "reading random bytes for the CHAP challenge: %w", err)
 	}
 	c.id, c.chall = buf[0], buf[1:]
 	c.state = chapWantResponse
-	return []KV{
-		{KeyCHAPA, strconv.Itoa(chapMD5)},
-		{KeyCHAPI, strconv.Itoa(int(c.id))},
-		{KeyCHAPC, encodeHex(c.chall)},
+	return []text.KV{
+		{Key: text.KeyCHAPA, Value: strconv.Itoa(chapMD5)},
+		{Key: text.KeyCHAPI, Value: strconv.Itoa(int(c.id))},
+		{Key: text.KeyCHAPC, Value: text.EncodeHex(c.chall)},
 	}, nil
 }
 
 // verify checks the initiator's CHAP_N/CHAP_R and, when it challenges us
 // back with CHAP_I/CHAP_C, answers as the mutual credentials.
-func (c *chapServer) verify(keys map[string]string) ([]KV, *Error) {
-	name, hasN := keys[KeyCHAPN]
-	resp, hasR := keys[KeyCHAPR]
+func (c *chapServer) verify(keys map[string]string) ([]text.KV, *Error) {
+	name, hasN := keys[text.KeyCHAPN]
+	resp, hasR := keys[text.KeyCHAPR]
 	if !hasN || !hasR {
-		return nil, loginError(StatusAuthFailed, "CHAP_N and CHAP_R must be sent together")
+		return nil, loginError(text.StatusAuthFailed, "CHAP_N and CHAP_R must be sent together")
 	}
-	got, err := decodeBinary(resp)
+	got, err := text.DecodeBinary(resp)
 	if err != nil {
-		return nil, loginError(StatusAuthFailed, "CHAP_R: %w", err)
+		return nil, loginError(text.StatusAuthFailed, "CHAP_R: %w", err)
 	}
-	want := chapResponse(c.id, c.creds.Secret, c.chall)
+	want := text.CHAPResponse(c.id, c.creds.Secret, c.chall)
 	// Compare both in constant time and only then decide, so timing says
 	// nothing about which one was wrong.
 	userOK := subtle.ConstantTimeCompare([]byte(name), []byte(c.creds.User))
 	respOK := subtle.ConstantTimeCompare(got, want)
 	if userOK&respOK != 1 {
-		return nil, loginError(StatusAuthFailed, "CHAP response of user %q does not verify", truncate(name))
+		return nil, loginError(text.StatusAuthFailed, "CHAP response of user %q does not verify", text.Truncate(name))
 	}
 
-	mid, hasI := keys[KeyCHAPI]
-	mchall, hasC := keys[KeyCHAPC]
+	mid, hasI := keys[text.KeyCHAPI]
+	mchall, hasC := keys[text.KeyCHAPC]
 	if !hasI && !hasC {
 		c.state = chapDone
 		return nil, nil
 	}
 	if !hasI || !hasC {
-		return nil, loginError(StatusAuthFailed, "mutual CHAP needs both CHAP_I and CHAP_C")
+		return nil, loginError(text.StatusAuthFailed, "mutual CHAP needs both CHAP_I and CHAP_C")
 	}
 	if c.mutual == nil {
-		return nil, loginError(StatusAuthFailed, "initiator asks for mutual CHAP, which is not configured for it")
+		return nil, loginError(text.StatusAuthFailed, "initiator asks for mutual CHAP, which is not configured for it")
 	}
-	id, err := parseNumber(mid)
+	id, err := text.ParseNumber(mid)
 	if err != nil || id > 255 {
-		return nil, loginError(StatusAuthFailed, "mutual CHAP_I %q is not a number from 0 to 255", truncate(mid))
+		return nil, loginError(text.StatusAuthFailed, "mutual CHAP_I %q is not a number from 0 to 255", text.Truncate(mid))
 	}
-	ch, err := decodeBinary(mchall)
+	ch, err := text.DecodeBinary(mchall)
 	if err != nil {
-		return nil, loginError(StatusAuthFailed, "mutual CHAP_C: %w", err)
+		return nil, loginError(text.StatusAuthFailed, "mutual CHAP_C: %w", err)
 	}
-	if len(ch) > maxBinaryLen {
-		return nil, loginError(StatusAuthFailed, "mutual CHAP_C is %d bytes, more than %d", len(ch), maxBinaryLen)
+	if len(ch) > text.MaxBinaryLen {
+		return nil, loginError(text.StatusAuthFailed, "mutual CHAP_C is %d bytes, more than %d", len(ch), text.MaxBinaryLen)
 	}
 	if subtle.ConstantTimeCompare(ch, c.chall) == 1 {
 		// §12.1.3: a challenge reflected back would make us compute the
 		// answer an attacker needs.
-		return nil, loginError(StatusAuthFailed, "initiator's mutual CHAP challenge repeats the target's challenge (reflection)")
+		return nil, loginError(text.StatusAuthFailed, "initiator's mutual CHAP challenge repeats the target's challenge (reflection)")
 	}
 	c.state = chapDone
 	c.mutualDone = true
-	return []KV{
-		{KeyCHAPN, c.mutual.User},
-		{KeyCHAPR, encodeHex(chapResponse(byte(id), c.mutual.Secret, ch))},
+	return []text.KV{
+		{Key: text.KeyCHAPN, Value: c.mutual.User},
+		{Key: text.KeyCHAPR, Value: text.EncodeHex(text.CHAPResponse(byte(id), c.mutual.Secret, ch))},
 	}, nil
 }

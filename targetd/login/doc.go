@@ -1,7 +1,8 @@
-// Package login is targetd's iSCSI login: text key=value parsing and
-// encoding (RFC 7143 §6), the login stage machine (§6.3, §11.12, §11.13),
-// operational key negotiation (§13) and CHAP authentication (§12.1.3,
-// RFC 1994). It is a pure state machine: it takes the relevant fields of
+// Package login is targetd's iSCSI login: the login stage machine (RFC 7143
+// §6.3, §11.12, §11.13), operational key negotiation (§13) and CHAP
+// authentication (§12.1.3, RFC 1994). The text key=value codec, key names,
+// status codes and the CHAP response it uses are package iscsi/text, shared
+// with the initiator. It is a pure state machine: it takes the relevant fields of
 // Login Request PDUs as plain values and returns the fields of the Login
 // Response to send; it does no I/O and knows nothing of sockets or PDUs.
 //
@@ -19,11 +20,11 @@
 //     response it echoes the request's TSIH. Whether a non-leading login
 //     (TSIH != 0) names an existing session, and session reinstatement for a
 //     reused ISID, are the engine's to decide: it may refuse with
-//     RejectResponse(StatusSessionDoesNotExist) and so on, without calling
+//     RejectResponse(text.StatusSessionDoesNotExist) and so on, without calling
 //     Step. Checks that need the initiator's name (session reinstatement
 //     for the same InitiatorName and ISID, a session limit) are made when
 //     Done becomes true: the final response is not sent yet, so the engine
-//     may send RejectResponse(StatusOutOfResources), for instance, instead.
+//     may send RejectResponse(text.StatusOutOfResources), for instance, instead.
 //   - Version-max and Version-active of every response are 0x00
 //     (Response.VersionMax, Response.VersionActive).
 //   - Continue (the C bit) is handled here, both ways. A request with C=1 is
@@ -39,6 +40,6 @@
 //   - When Done reports true, the connection is in full feature phase;
 //     Result holds the negotiated Params and the names. In full feature
 //     phase, Text Requests are answered with NegotiateText and, for the
-//     SendTargets key, SendTargets; SplitData cuts a long Text Response into
+//     SendTargets key, SendTargets; text.SplitData cuts a long Text Response into
 //     PDUs no larger than the initiator's MaxRecvDataSegmentLength.
 package login

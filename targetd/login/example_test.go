@@ -3,6 +3,7 @@ package login_test
 import (
 	"fmt"
 
+	"github.com/mhcodi/mhcodi/iscsi/text"
 	"github.com/mhcodi/mhcodi/targetd/login"
 )
 
@@ -18,8 +19,8 @@ func Example() {
 	})
 	// The engine decodes each Login Request PDU into a Request.
 	req := login.Request{
-		Transit: true, CSG: login.StageOperational, NSG: login.StageFullFeature,
-		Data: login.EncodeText([]login.KV{
+		Transit: true, CSG: text.StageOperational, NSG: text.StageFullFeature,
+		Data: text.EncodeText([]text.KV{
 			{Key: "InitiatorName", Value: "iqn.2004-10.com.ubuntu:01:abc"},
 			{Key: "TargetName", Value: "iqn.2026-11.org.mhcodi:prod.node-b.web1.root"},
 			{Key: "MaxRecvDataSegmentLength", Value: "65536"},
@@ -33,7 +34,7 @@ func Example() {
 	}
 	// Send resp; on the final response of a leading login the engine puts
 	// the TSIH it allocated.
-	kvs, _ := login.ParseText(resp.Data)
+	kvs, _ := text.ParseText(resp.Data)
 	fmt.Println(resp.Transit, resp.NSG, kvs)
 	if l.Done() {
 		p := l.Result().Params

@@ -2,6 +2,8 @@ package login
 
 import (
 	"testing"
+
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 // fuzzRequest turns a flags byte and data into a request: bit 7 T, bit 6
@@ -40,14 +42,14 @@ func FuzzLoginStep(f *testing.F) {
 	op13 := flagsOf(Request{Transit: true, CSG: 1, NSG: 3})
 	sec01 := flagsOf(Request{Transit: true, CSG: 0, NSG: 1})
 	sec0 := flagsOf(Request{CSG: 0})
-	f.Add(byte(0), op13, text(cat(openISCSIIdentity, openISCSIOps)...), op13, []byte(nil), op13, []byte(nil))
-	f.Add(byte(1), sec01, text(cat(openISCSIIdentity, []string{"AuthMethod=CHAP"})...), sec0, text("CHAP_A=5"),
-		sec01, text("CHAP_N="+chapUser, "CHAP_R=0x00", "CHAP_I=1", "CHAP_C=0x0102"))
-	f.Add(byte(2), sec01, text(cat(libiscsiIdentity, []string{"AuthMethod=CHAP,None"})...), sec0, text("CHAP_A=7,5"),
-		op13, text(libiscsiOps...))
-	f.Add(byte(0), flagsOf(Request{Continue: true, CSG: 1}), text(openISCSIIdentity...)[:20],
-		op13, text(openISCSIIdentity...)[20:], op13, []byte(nil))
-	f.Add(byte(0), op13, text("InitiatorName="+openISCSIName, "SessionType=Discovery", "X-a=1"), byte(0xff), []byte{0}, byte(0), []byte("x"))
+	f.Add(byte(0), op13, textData(cat(openISCSIIdentity, openISCSIOps)...), op13, []byte(nil), op13, []byte(nil))
+	f.Add(byte(1), sec01, textData(cat(openISCSIIdentity, []string{"AuthMethod=CHAP"})...), sec0, textData("CHAP_A=5"),
+		sec01, textData("CHAP_N="+chapUser, "CHAP_R=0x00", "CHAP_I=1", "CHAP_C=0x0102"))
+	f.Add(byte(2), sec01, textData(cat(libiscsiIdentity, []string{"AuthMethod=CHAP,None"})...), sec0, textData("CHAP_A=7,5"),
+		op13, textData(libiscsiOps...))
+	f.Add(byte(0), flagsOf(Request{Continue: true, CSG: 1}), textData(openISCSIIdentity...)[:20],
+		op13, textData(openISCSIIdentity...)[20:], op13, []byte(nil))
+	f.Add(byte(0), op13, textData("InitiatorName="+openISCSIName, "SessionType=Discovery", "X-a=1"), byte(0xff), []byte{0}, byte(0), []byte("x"))
 	f.Fuzz(func(t *testing.T, dsel, f1 byte, d1 []byte, f2 byte, d2 []byte, f3 byte, d3 []byte) {
 		l, _ := newLogin(decisions[int(dsel)%len(decisions)], Limits{})
 		var pending []byte
@@ -82,7 +84,7 @@ func FuzzLoginStep(f *testing.F) {
 			}
 			pending = append(pending, resp.Data...)
 			if !resp.Continue {
-				if _, err := ParseText(pending); err != nil {
+				if _, err := text.ParseText(pending); err != nil {
 					t.Fatalf("response text does not parse: %v", err)
 				}
 				pending = nil

@@ -1,55 +1,6 @@
 package login
 
-import "strings"
-
-// Key names (RFC 7143 §12, §13; RFC 7144 for iSCSIProtocolLevel; RFC 7145
-// for the iSER keys).
-const (
-	KeyAuthMethod = "AuthMethod"
-	KeyCHAPA      = "CHAP_A"
-	KeyCHAPI      = "CHAP_I"
-	KeyCHAPC      = "CHAP_C"
-	KeyCHAPN      = "CHAP_N"
-	KeyCHAPR      = "CHAP_R"
-
-	KeyInitiatorName        = "InitiatorName"
-	KeyInitiatorAlias       = "InitiatorAlias"
-	KeyTargetName           = "TargetName"
-	KeyTargetAlias          = "TargetAlias"
-	KeyTargetAddress        = "TargetAddress"
-	KeyTargetPortalGroupTag = "TargetPortalGroupTag"
-	KeySessionType          = "SessionType"
-	KeySendTargets          = "SendTargets"
-
-	KeyHeaderDigest             = "HeaderDigest"
-	KeyDataDigest               = "DataDigest"
-	KeyMaxConnections           = "MaxConnections"
-	KeyInitialR2T               = "InitialR2T"
-	KeyImmediateData            = "ImmediateData"
-	KeyMaxRecvDataSegmentLength = "MaxRecvDataSegmentLength"
-	KeyMaxBurstLength           = "MaxBurstLength"
-	KeyFirstBurstLength         = "FirstBurstLength"
-	KeyDefaultTime2Wait         = "DefaultTime2Wait"
-	KeyDefaultTime2Retain       = "DefaultTime2Retain"
-	KeyMaxOutstandingR2T        = "MaxOutstandingR2T"
-	KeyDataPDUInOrder           = "DataPDUInOrder"
-	KeyDataSequenceInOrder      = "DataSequenceInOrder"
-	KeyErrorRecoveryLevel       = "ErrorRecoveryLevel"
-	KeyTaskReporting            = "TaskReporting"
-	KeyProtocolLevel            = "iSCSIProtocolLevel"
-
-	// Markers, obsoleted by RFC 7143 but still sent by RFC 3720
-	// initiators (open-iscsi and libiscsi send IFMarker=No, OFMarker=No).
-	KeyIFMarker  = "IFMarker"
-	KeyOFMarker  = "OFMarker"
-	KeyIFMarkInt = "IFMarkInt"
-	KeyOFMarkInt = "OFMarkInt"
-
-	// iSER (RFC 7145); we never agree to RDMA.
-	KeyRDMAExtensions                 = "RDMAExtensions"
-	KeyInitiatorRecvDataSegmentLength = "InitiatorRecvDataSegmentLength"
-	KeyTargetRecvDataSegmentLength    = "TargetRecvDataSegmentLength"
-)
+import "github.com/mhcodi/mhcodi/iscsi/text"
 
 // keyClass says how a key is handled during login.
 type keyClass uint8
@@ -83,12 +34,11 @@ const (
 	useFFP               // full feature phase only
 )
 
-// keySpec is what the package knows of one key.
+// keySpec is what the login state machine knows of one key (the value
+// limits are package text's).
 type keySpec struct {
 	class keyClass
 	use   keyUse
-	// maxLen is the longest value accepted by ParseText.
-	maxLen int
 	// discoveryIrrelevant keys are answered Irrelevant in discovery
 	// sessions (§13: "Irrelevant when: SessionType=Discovery").
 	discoveryIrrelevant bool
@@ -96,47 +46,47 @@ type keySpec struct {
 
 // keySpecs is read-only after package initialisation.
 var keySpecs = map[string]keySpec{
-	KeyAuthMethod: {class: classSecurity, use: useIO, maxLen: maxListValue},
-	KeyCHAPA:      {class: classSecurity, use: useIO, maxLen: maxListValue},
-	KeyCHAPI:      {class: classSecurity, use: useIO, maxLen: maxSimpleValue},
-	KeyCHAPC:      {class: classSecurity, use: useIO, maxLen: maxBinaryText},
-	KeyCHAPN:      {class: classSecurity, use: useIO, maxLen: maxSimpleValue},
-	KeyCHAPR:      {class: classSecurity, use: useIO, maxLen: maxBinaryText},
+	text.KeyAuthMethod: {class: classSecurity, use: useIO},
+	text.KeyCHAPA:      {class: classSecurity, use: useIO},
+	text.KeyCHAPI:      {class: classSecurity, use: useIO},
+	text.KeyCHAPC:      {class: classSecurity, use: useIO},
+	text.KeyCHAPN:      {class: classSecurity, use: useIO},
+	text.KeyCHAPR:      {class: classSecurity, use: useIO},
 
-	KeyInitiatorName:        {class: classIdentity, use: useIO, maxLen: maxNameLen},
-	KeyInitiatorAlias:       {class: classIdentity, use: useALL, maxLen: maxSimpleValue},
-	KeyTargetName:           {class: classIdentity, use: useIO, maxLen: maxNameLen},
-	KeySessionType:          {class: classIdentity, use: useLO, maxLen: maxSimpleValue},
-	KeyTargetAlias:          {class: classTargetOnly, use: useALL, maxLen: maxSimpleValue},
-	KeyTargetAddress:        {class: classTargetOnly, use: useALL, maxLen: maxSimpleValue},
-	KeyTargetPortalGroupTag: {class: classTargetOnly, use: useIO, maxLen: maxSimpleValue},
-	KeySendTargets:          {class: classFFP, use: useFFP, maxLen: maxNameLen},
+	text.KeyInitiatorName:        {class: classIdentity, use: useIO},
+	text.KeyInitiatorAlias:       {class: classIdentity, use: useALL},
+	text.KeyTargetName:           {class: classIdentity, use: useIO},
+	text.KeySessionType:          {class: classIdentity, use: useLO},
+	text.KeyTargetAlias:          {class: classTargetOnly, use: useALL},
+	text.KeyTargetAddress:        {class: classTargetOnly, use: useALL},
+	text.KeyTargetPortalGroupTag: {class: classTargetOnly, use: useIO},
+	text.KeySendTargets:          {class: classFFP, use: useFFP},
 
-	KeyHeaderDigest:             {class: classOperational, use: useIO, maxLen: maxListValue},
-	KeyDataDigest:               {class: classOperational, use: useIO, maxLen: maxListValue},
-	KeyMaxConnections:           {class: classOperational, use: useLO, maxLen: maxSimpleValue, discoveryIrrelevant: true},
-	KeyInitialR2T:               {class: classOperational, use: useLO, maxLen: maxSimpleValue, discoveryIrrelevant: true},
-	KeyImmediateData:            {class: classOperational, use: useLO, maxLen: maxSimpleValue, discoveryIrrelevant: true},
-	KeyMaxRecvDataSegmentLength: {class: classOperational, use: useALL, maxLen: maxSimpleValue},
-	KeyMaxBurstLength:           {class: classOperational, use: useLO, maxLen: maxSimpleValue, discoveryIrrelevant: true},
-	KeyFirstBurstLength:         {class: classOperational, use: useLO, maxLen: maxSimpleValue, discoveryIrrelevant: true},
-	KeyDefaultTime2Wait:         {class: classOperational, use: useLO, maxLen: maxSimpleValue},
-	KeyDefaultTime2Retain:       {class: classOperational, use: useLO, maxLen: maxSimpleValue},
-	KeyMaxOutstandingR2T:        {class: classOperational, use: useLO, maxLen: maxSimpleValue, discoveryIrrelevant: true},
-	KeyDataPDUInOrder:           {class: classOperational, use: useLO, maxLen: maxSimpleValue, discoveryIrrelevant: true},
-	KeyDataSequenceInOrder:      {class: classOperational, use: useLO, maxLen: maxSimpleValue, discoveryIrrelevant: true},
-	KeyErrorRecoveryLevel:       {class: classOperational, use: useLO, maxLen: maxSimpleValue},
-	KeyTaskReporting:            {class: classOperational, use: useLO, maxLen: maxListValue, discoveryIrrelevant: true},
-	KeyProtocolLevel:            {class: classOperational, use: useLO, maxLen: maxSimpleValue},
+	text.KeyHeaderDigest:             {class: classOperational, use: useIO},
+	text.KeyDataDigest:               {class: classOperational, use: useIO},
+	text.KeyMaxConnections:           {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyInitialR2T:               {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyImmediateData:            {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyMaxRecvDataSegmentLength: {class: classOperational, use: useALL},
+	text.KeyMaxBurstLength:           {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyFirstBurstLength:         {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyDefaultTime2Wait:         {class: classOperational, use: useLO},
+	text.KeyDefaultTime2Retain:       {class: classOperational, use: useLO},
+	text.KeyMaxOutstandingR2T:        {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyDataPDUInOrder:           {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyDataSequenceInOrder:      {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyErrorRecoveryLevel:       {class: classOperational, use: useLO},
+	text.KeyTaskReporting:            {class: classOperational, use: useLO, discoveryIrrelevant: true},
+	text.KeyProtocolLevel:            {class: classOperational, use: useLO},
 
-	KeyIFMarker:  {class: classOperational, use: useIO, maxLen: maxSimpleValue},
-	KeyOFMarker:  {class: classOperational, use: useIO, maxLen: maxSimpleValue},
-	KeyIFMarkInt: {class: classOperational, use: useIO, maxLen: maxSimpleValue},
-	KeyOFMarkInt: {class: classOperational, use: useIO, maxLen: maxSimpleValue},
+	text.KeyIFMarker:  {class: classOperational, use: useIO},
+	text.KeyOFMarker:  {class: classOperational, use: useIO},
+	text.KeyIFMarkInt: {class: classOperational, use: useIO},
+	text.KeyOFMarkInt: {class: classOperational, use: useIO},
 
-	KeyRDMAExtensions:                 {class: classOperational, use: useLO, maxLen: maxSimpleValue},
-	KeyInitiatorRecvDataSegmentLength: {class: classOperational, use: useALL, maxLen: maxSimpleValue},
-	KeyTargetRecvDataSegmentLength:    {class: classOperational, use: useALL, maxLen: maxSimpleValue},
+	text.KeyRDMAExtensions:                 {class: classOperational, use: useLO},
+	text.KeyInitiatorRecvDataSegmentLength: {class: classOperational, use: useALL},
+	text.KeyTargetRecvDataSegmentLength:    {class: classOperational, use: useALL},
 }
 
 // lookupKey returns the spec of key; unknown keys get classUnknown.
@@ -144,34 +94,5 @@ func lookupKey(key string) keySpec {
 	if s, ok := keySpecs[key]; ok {
 		return s
 	}
-	return keySpec{class: classUnknown, use: useALL, maxLen: maxUnknownValue}
-}
-
-// valueLimit returns the longest value ParseText accepts for key, and
-// whether the key is one we know.
-func valueLimit(key string) (int, bool) {
-	if s, ok := keySpecs[key]; ok {
-		return s.maxLen, true
-	}
-	return maxUnknownValue, false
-}
-
-// isReserved reports whether v is one of the answer-only constants; an
-// initiator "offering" one is answering something we never asked, and it
-// is ignored.
-func isReserved(v string) bool {
-	return v == valueReject || v == valueIrrelevant || v == valueNotUnderstood
-}
-
-// splitList splits a list-of-values.
-func splitList(v string) []string { return strings.Split(v, ",") }
-
-// listHas reports whether the list-of-values v contains want.
-func listHas(v, want string) bool {
-	for _, e := range splitList(v) {
-		if e == want {
-			return true
-		}
-	}
-	return false
+	return keySpec{class: classUnknown, use: useALL}
 }

@@ -8,13 +8,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
-)
 
-// Login stages (CSG/NSG, RFC 7143 §11.12.3).
-const (
-	StageSecurity    uint8 = 0
-	StageOperational uint8 = 1
-	StageFullFeature uint8 = 3
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 // Limits on what one login may cost the target.
@@ -53,7 +48,9 @@ type Response struct {
 }
 
 // Status returns the response's status as one value.
-func (r Response) Status() Status { return Status(r.StatusClass)<<8 | Status(r.StatusDetail) }
+func (r Response) Status() text.Status {
+	return text.Status(r.StatusClass)<<8 | text.Status(r.StatusDetail)
+}
 
 // Decision is the caller's verdict on an initiator reaching a target.
 type Decision struct {
@@ -63,10 +60,10 @@ type Decision struct {
 	NotFound bool
 	// CHAP, when set, requires the initiator to answer our challenge as
 	// this user with this secret.
-	CHAP *Credentials
+	CHAP *text.Credentials
 	// MutualCHAP, when set (with CHAP), is how the target answers an
 	// initiator that challenges it back; nil refuses mutual CHAP.
-	MutualCHAP *Credentials
+	MutualCHAP *text.Credentials
 	// TargetAlias, when set, is declared to the initiator.
 	TargetAlias string
 }
@@ -184,11 +181,11 @@ func (l *Login) Result() Result { return l.res }
 // Status-Class): the engine sends it and closes the connection.
 func (l *Login) Step(req Request) (Response, error) {
 	if l.done || l.failed {
-		return l.fail(loginError(StatusInitiatorError, "login request after the login ended"))
+		return l.fail(loginError(text.StatusInitiatorError, "login request after the login ended"))
 	}
 	l.requests++
 	if l.requests > maxLoginRequests {
-		return l.fail(loginError(StatusInitiatorError, "more than %d login requests", maxLoginRequests))
+		return l.fail(loginError(text.StatusInitiatorError, "more than %d login requests", maxLoginRequests))
 	}
 	if e := l.checkHeader(req); e != nil {
 		return l.fail(e)
@@ -197,7 +194,7 @@ func (l *Login) Step(req Request) (Response, error) {
 		return l.nextPiece(req)
 	}
 	if len(l.inbuf)+len(req.Data) > maxLoginText {
-		return l.fail(loginError(StatusInitiatorError, "login text longer than %d bytes", maxLoginText))
+		return l.fail(loginError(text.StatusInitiatorError, "login text longer than %d bytes", maxLoginText))
 	}
 	if req.Continue {
 		// §6.1, §11.12.2: the text goes on in the next PDU; acknowledge
@@ -205,14 +202,14 @@ func (l *Login) Step(req Request) (Response, error) {
 		l.inbuf = append(l.inbuf, req.Data...)
 		return Response{CSG: l.stage}, nil
 	}
-	text := req.Data
+	data := req.Data
 	if len(l.inbuf) > 0 {
-		text = append(l.inbuf, req.Data...)
+		data = append(l.inbuf, req.Data...)
 		l.inbuf = nil
 	}
-	kvs, err := ParseText(text)
+	kvs, err := text.ParseText(data)
 	if err != nil {
-		return l.fail(loginError(StatusInitiatorError, "malformed login text: %w", err))
+		return l.fail(loginError(text.StatusInitiatorError, "malformed login text: %w", err))
 	}
 	replies, transit, e := l.negotiate(req, kvs)
 	if e != nil {
@@ -234,10 +231,10 @@ func (l *Login) checkHeader(req Request) *Error {
 	if !l.started {
 		// Only version 0x00 exists; the range must include it.
 		if req.VersionMin > 0 {
-			return loginError(StatusUnsupportedVersion, "initiator supports versions 0x%02x-0x%02x, target only 0x00", req.VersionMin, req.VersionMax)
+			return loginError(text.StatusUnsupportedVersion, "initiator supports versions 0x%02x-0x%02x, target only 0x00", req.VersionMin, req.VersionMax)
 		}
-		if req.CSG != StageSecurity && req.CSG != StageOperational {
-			return loginError(StatusInitiatorError, "first login request has CSG %d; it must start in the security (0) or operational (1) stage", req.CSG)
+		if req.CSG != text.StageSecurity && req.CSG != text.StageOperational {
+			return loginError(text.StatusInitiatorError, "first login request has CSG %d; it must start in the security (0) or operational (1) stage", req.CSG)
 		}
 		l.started = true
 		l.first = req
@@ -248,29 +245,29 @@ func (l *Login) checkHeader(req Request) *Error {
 	} else {
 		switch {
 		case req.ISID != l.first.ISID:
-			return loginError(StatusInitiatorError, "ISID changed during login from %x to %x", l.first.ISID, req.ISID)
+			return loginError(text.StatusInitiatorError, "ISID changed during login from %x to %x", l.first.ISID, req.ISID)
 		case req.TSIH != l.first.TSIH:
-			return loginError(StatusInitiatorError, "TSIH changed during login from %d to %d", l.first.TSIH, req.TSIH)
+			return loginError(text.StatusInitiatorError, "TSIH changed during login from %d to %d", l.first.TSIH, req.TSIH)
 		case req.CID != l.first.CID:
-			return loginError(StatusInitiatorError, "CID changed during login from %d to %d", l.first.CID, req.CID)
+			return loginError(text.StatusInitiatorError, "CID changed during login from %d to %d", l.first.CID, req.CID)
 		case req.VersionMax != l.first.VersionMax || req.VersionMin != l.first.VersionMin:
-			return loginError(StatusInitiatorError, "version range changed during login")
+			return loginError(text.StatusInitiatorError, "version range changed during login")
 		case req.CSG != l.stage:
-			return loginError(StatusInitiatorError, "request has CSG %d but the login is in stage %d", req.CSG, l.stage)
+			return loginError(text.StatusInitiatorError, "request has CSG %d but the login is in stage %d", req.CSG, l.stage)
 		}
 	}
 	if req.Transit && req.Continue {
-		return loginError(StatusInitiatorError, "login request has both the T and C bits set")
+		return loginError(text.StatusInitiatorError, "login request has both the T and C bits set")
 	}
-	if req.Transit && !(req.NSG > req.CSG && (req.NSG == StageOperational || req.NSG == StageFullFeature)) {
-		return loginError(StatusInitiatorError, "invalid stage transition from %d to %d", req.CSG, req.NSG)
+	if req.Transit && !(req.NSG > req.CSG && (req.NSG == text.StageOperational || req.NSG == text.StageFullFeature)) {
+		return loginError(text.StatusInitiatorError, "invalid stage transition from %d to %d", req.CSG, req.NSG)
 	}
 	return nil
 }
 
 // negotiate processes one complete request text: identity, then the keys
 // of the current stage. It returns the answers and whether to transit.
-func (l *Login) negotiate(req Request, kvs []KV) ([]KV, bool, *Error) {
+func (l *Login) negotiate(req Request, kvs []text.KV) ([]text.KV, bool, *Error) {
 	// §6.2: a key may be offered only once per login. The identity keys
 	// are the exception: libiscsi repeats InitiatorName, InitiatorAlias,
 	// TargetName and SessionType in its operational stage after CHAP, so
@@ -281,7 +278,7 @@ func (l *Login) negotiate(req Request, kvs []KV) ([]KV, bool, *Error) {
 			continue
 		}
 		if l.seen[kv.Key] {
-			return nil, false, loginError(StatusInitiatorError, "key %s offered twice during login", kv.Key)
+			return nil, false, loginError(text.StatusInitiatorError, "key %s offered twice during login", kv.Key)
 		}
 		l.seen[kv.Key] = true
 	}
@@ -289,7 +286,7 @@ func (l *Login) negotiate(req Request, kvs []KV) ([]KV, bool, *Error) {
 		return nil, false, e
 	}
 
-	var sec, ops []KV
+	var sec, ops []text.KV
 	for _, kv := range kvs {
 		switch lookupKey(kv.Key).class {
 		case classIdentity:
@@ -300,9 +297,9 @@ func (l *Login) negotiate(req Request, kvs []KV) ([]KV, bool, *Error) {
 		}
 	}
 
-	var replies []KV
+	var replies []text.KV
 	switch l.stage {
-	case StageSecurity:
+	case text.StageSecurity:
 		r, e := l.security(req, sec)
 		if e != nil {
 			return nil, false, e
@@ -313,36 +310,36 @@ func (l *Login) negotiate(req Request, kvs []KV) ([]KV, bool, *Error) {
 			// authenticated would negotiate with an unknown peer.
 			for _, kv := range ops {
 				if lookupKey(kv.Key).class == classOperational {
-					return nil, false, loginError(StatusInitiatorError, "operational key %s sent in the security stage before authentication completed", kv.Key)
+					return nil, false, loginError(text.StatusInitiatorError, "operational key %s sent in the security stage before authentication completed", kv.Key)
 				}
 			}
 		}
-	case StageOperational:
+	case text.StageOperational:
 		if !l.authenticated() {
 			// Skipping the security stage of a target that requires CHAP.
-			return nil, false, loginError(StatusAuthFailed, "initiator entered the operational stage without authenticating; CHAP is required")
+			return nil, false, loginError(text.StatusAuthFailed, "initiator entered the operational stage without authenticating; CHAP is required")
 		}
 		if len(sec) > 0 {
-			return nil, false, loginError(StatusInitiatorError, "security key %s sent in the operational stage", sec[0].Key)
+			return nil, false, loginError(text.StatusInitiatorError, "security key %s sent in the operational stage", sec[0].Key)
 		}
 	}
 	for _, kv := range ops {
-		if lookupKey(kv.Key).class == classTargetOnly && !isReserved(kv.Value) {
+		if lookupKey(kv.Key).class == classTargetOnly && !text.IsReserved(kv.Value) {
 			// Only targets declare these (§13); an answer would also
 			// collide with our own declaration of the same key.
-			return nil, false, loginError(StatusInitiatorError, "initiator sent the target key %s", kv.Key)
+			return nil, false, loginError(text.StatusInitiatorError, "initiator sent the target key %s", kv.Key)
 		}
 		a, ok := l.neg.reply(kv.Key, kv.Value)
 		if !ok {
 			continue
 		}
-		if kv.Key == KeyMaxRecvDataSegmentLength {
+		if kv.Key == text.KeyMaxRecvDataSegmentLength {
 			// Declarative: there is no answer to give but our own
 			// declaration, so an unusable value cannot be refused with
 			// Reject; sending it PDUs of the default size could overrun it.
-			return nil, false, loginError(StatusInitiatorError, "invalid MaxRecvDataSegmentLength=%s (512 to 16777215)", truncate(kv.Value))
+			return nil, false, loginError(text.StatusInitiatorError, "invalid MaxRecvDataSegmentLength=%s (512 to 16777215)", text.Truncate(kv.Value))
 		}
-		replies = append(replies, KV{kv.Key, a})
+		replies = append(replies, text.KV{Key: kv.Key, Value: a})
 	}
 	l.neg.settle(replies)
 	replies = append(replies, l.declarations()...)
@@ -354,90 +351,90 @@ func (l *Login) negotiate(req Request, kvs []KV) ([]KV, bool, *Error) {
 // identify handles the identity keys. On the first complete text it
 // requires the names, asks Authorize, and sets up CHAP; later it only
 // checks that repetitions are unchanged.
-func (l *Login) identify(kvs []KV) *Error {
-	get := func(k string) (string, bool) { return Lookup(kvs, k) }
+func (l *Login) identify(kvs []text.KV) *Error {
+	get := func(k string) (string, bool) { return text.Lookup(kvs, k) }
 	if l.identified {
 		for _, kv := range kvs {
 			switch kv.Key {
-			case KeyInitiatorName:
+			case text.KeyInitiatorName:
 				if n, err := normalizeName(kv.Value); err != nil || n != l.res.InitiatorName {
-					return loginError(StatusInitiatorError, "InitiatorName changed during login to %q", truncate(kv.Value))
+					return loginError(text.StatusInitiatorError, "InitiatorName changed during login to %q", text.Truncate(kv.Value))
 				}
-			case KeyTargetName:
+			case text.KeyTargetName:
 				if l.res.SessionType == SessionDiscovery {
 					continue // meaningless in discovery, as on the first request
 				}
 				if n, err := normalizeName(kv.Value); err != nil || n != l.res.TargetName {
-					return loginError(StatusInitiatorError, "TargetName changed during login to %q", truncate(kv.Value))
+					return loginError(text.StatusInitiatorError, "TargetName changed during login to %q", text.Truncate(kv.Value))
 				}
-			case KeySessionType:
+			case text.KeySessionType:
 				if kv.Value != l.res.SessionType.String() {
-					return loginError(StatusInitiatorError, "SessionType changed during login to %q", truncate(kv.Value))
+					return loginError(text.StatusInitiatorError, "SessionType changed during login to %q", text.Truncate(kv.Value))
 				}
-			case KeyInitiatorAlias:
-				if l.seen[KeyInitiatorAlias] && kv.Value != l.res.InitiatorAlias {
-					return loginError(StatusInitiatorError, "InitiatorAlias changed during login")
+			case text.KeyInitiatorAlias:
+				if l.seen[text.KeyInitiatorAlias] && kv.Value != l.res.InitiatorAlias {
+					return loginError(text.StatusInitiatorError, "InitiatorAlias changed during login")
 				}
-				l.seen[KeyInitiatorAlias] = true
+				l.seen[text.KeyInitiatorAlias] = true
 				l.res.InitiatorAlias = kv.Value
 			}
 		}
 		return nil
 	}
 
-	iname, ok := get(KeyInitiatorName)
+	iname, ok := get(text.KeyInitiatorName)
 	if !ok {
-		return loginError(StatusMissingParameter, "first login request has no InitiatorName")
+		return loginError(text.StatusMissingParameter, "first login request has no InitiatorName")
 	}
 	in, err := normalizeName(iname)
 	if err != nil {
-		return loginError(StatusInitiatorError, "InitiatorName: %w", err)
+		return loginError(text.StatusInitiatorError, "InitiatorName: %w", err)
 	}
 	l.res.InitiatorName = in
-	if alias, ok := get(KeyInitiatorAlias); ok {
+	if alias, ok := get(text.KeyInitiatorAlias); ok {
 		l.res.InitiatorAlias = alias
-		l.seen[KeyInitiatorAlias] = true
+		l.seen[text.KeyInitiatorAlias] = true
 	}
-	if st, ok := get(KeySessionType); ok {
+	if st, ok := get(text.KeySessionType); ok {
 		switch st {
 		case "Normal":
 			l.res.SessionType = SessionNormal
 		case "Discovery":
 			l.res.SessionType = SessionDiscovery
 		default:
-			return loginError(StatusSessionTypeNotSupported, "SessionType %q is neither Normal nor Discovery", truncate(st))
+			return loginError(text.StatusSessionTypeNotSupported, "SessionType %q is neither Normal nor Discovery", text.Truncate(st))
 		}
 	}
 	discovery := l.res.SessionType == SessionDiscovery
 	if !discovery {
-		tname, ok := get(KeyTargetName)
+		tname, ok := get(text.KeyTargetName)
 		if !ok {
-			return loginError(StatusMissingParameter, "normal session login has no TargetName")
+			return loginError(text.StatusMissingParameter, "normal session login has no TargetName")
 		}
 		tn, err := normalizeName(tname)
 		if err != nil {
-			return loginError(StatusInitiatorError, "TargetName: %w", err)
+			return loginError(text.StatusInitiatorError, "TargetName: %w", err)
 		}
 		l.res.TargetName = tn
 	}
 	l.neg.discovery = discovery
 
 	if l.authorize == nil {
-		return loginError(StatusTargetError, "no Authorize function configured; refusing every login")
+		return loginError(text.StatusTargetError, "no Authorize function configured; refusing every login")
 	}
 	d, err := l.authorize(l.res.InitiatorName, l.res.TargetName, discovery)
 	if err != nil {
-		return loginError(StatusTargetError, "authorizing %s for %q: %w", l.res.InitiatorName, l.res.TargetName, err)
+		return loginError(text.StatusTargetError, "authorizing %s for %q: %w", l.res.InitiatorName, l.res.TargetName, err)
 	}
 	switch {
 	case d.NotFound:
-		return loginError(StatusNotFound, "target %q not found for %s", l.res.TargetName, l.res.InitiatorName)
+		return loginError(text.StatusNotFound, "target %q not found for %s", l.res.TargetName, l.res.InitiatorName)
 	case !d.Allowed:
-		return loginError(StatusAuthorizationFailed, "%s may not reach target %q", l.res.InitiatorName, l.res.TargetName)
+		return loginError(text.StatusAuthorizationFailed, "%s may not reach target %q", l.res.InitiatorName, l.res.TargetName)
 	}
 	if d.CHAP != nil {
 		if err := checkCredentials(d.CHAP, d.MutualCHAP); err != nil {
-			return loginError(StatusTargetError, "CHAP configuration for %s: %w", l.res.InitiatorName, err)
+			return loginError(text.StatusTargetError, "CHAP configuration for %s: %w", l.res.InitiatorName, err)
 		}
 		l.chap = &chapServer{creds: *d.CHAP, mutual: d.MutualCHAP}
 	}
@@ -452,62 +449,62 @@ func (l *Login) authenticated() bool {
 }
 
 // security handles the security stage keys (§12): AuthMethod and CHAP.
-func (l *Login) security(req Request, sec []KV) ([]KV, *Error) {
+func (l *Login) security(req Request, sec []text.KV) ([]text.KV, *Error) {
 	keys := make(map[string]string, len(sec))
 	for _, kv := range sec {
 		keys[kv.Key] = kv.Value
 	}
-	am, hasAM := keys[KeyAuthMethod]
-	delete(keys, KeyAuthMethod)
+	am, hasAM := keys[text.KeyAuthMethod]
+	delete(keys, text.KeyAuthMethod)
 
 	if l.chap == nil {
-		var out []KV
+		var out []text.KV
 		if hasAM {
-			if !listHas(am, "None") {
+			if !text.ListHas(am, "None") {
 				// The initiator insists on authenticating and we have no
 				// credentials for it: it could never trust this login.
-				return nil, loginError(StatusAuthFailed, "initiator offers AuthMethod=%s; no CHAP is configured for it", truncate(am))
+				return nil, loginError(text.StatusAuthFailed, "initiator offers AuthMethod=%s; no CHAP is configured for it", text.Truncate(am))
 			}
 			l.authMethod = "None"
-			out = append(out, KV{KeyAuthMethod, "None"})
+			out = append(out, text.KV{Key: text.KeyAuthMethod, Value: "None"})
 		}
-		if k, ok := firstOther(sec, KeyAuthMethod); ok {
-			return nil, loginError(StatusInitiatorError, "%s sent without CHAP being negotiated", k)
+		if k, ok := firstOther(sec, text.KeyAuthMethod); ok {
+			return nil, loginError(text.StatusInitiatorError, "%s sent without CHAP being negotiated", k)
 		}
 		return out, nil
 	}
 
 	c := l.chap
-	var out []KV
+	var out []text.KV
 	if c.state == chapStart {
 		if !hasAM {
 			if req.Transit {
-				return nil, loginError(StatusAuthFailed, "initiator tried to leave the security stage without offering an AuthMethod; CHAP is required")
+				return nil, loginError(text.StatusAuthFailed, "initiator tried to leave the security stage without offering an AuthMethod; CHAP is required")
 			}
 			if len(keys) > 0 {
-				return nil, loginError(StatusInitiatorError, "CHAP keys sent before AuthMethod=CHAP was agreed")
+				return nil, loginError(text.StatusInitiatorError, "CHAP keys sent before AuthMethod=CHAP was agreed")
 			}
 			return nil, nil
 		}
-		if !listHas(am, "CHAP") {
-			return nil, loginError(StatusAuthFailed, "initiator offers AuthMethod=%s; the target requires CHAP", truncate(am))
+		if !text.ListHas(am, "CHAP") {
+			return nil, loginError(text.StatusAuthFailed, "initiator offers AuthMethod=%s; the target requires CHAP", text.Truncate(am))
 		}
 		l.authMethod = "CHAP"
 		c.state = chapWantAlgorithm
-		out = append(out, KV{KeyAuthMethod, "CHAP"})
+		out = append(out, text.KV{Key: text.KeyAuthMethod, Value: "CHAP"})
 	} else if hasAM {
-		return nil, loginError(StatusInitiatorError, "AuthMethod offered again during CHAP")
+		return nil, loginError(text.StatusInitiatorError, "AuthMethod offered again during CHAP")
 	}
 
 	switch c.state {
 	case chapWantAlgorithm:
-		alg, ok := keys[KeyCHAPA]
+		alg, ok := keys[text.KeyCHAPA]
 		if len(keys) > 1 || (len(keys) == 1 && !ok) {
-			return nil, loginError(StatusInitiatorError, "CHAP keys out of sequence: expected CHAP_A")
+			return nil, loginError(text.StatusInitiatorError, "CHAP keys out of sequence: expected CHAP_A")
 		}
 		if !ok {
 			if req.Transit && !hasAM {
-				return nil, loginError(StatusAuthFailed, "initiator tried to leave the security stage before CHAP")
+				return nil, loginError(text.StatusAuthFailed, "initiator tried to leave the security stage before CHAP")
 			}
 			return out, nil
 		}
@@ -519,12 +516,12 @@ func (l *Login) security(req Request, sec []KV) ([]KV, *Error) {
 	case chapWantResponse:
 		if len(keys) == 0 {
 			if req.Transit {
-				return nil, loginError(StatusAuthFailed, "initiator tried to leave the security stage without answering the CHAP challenge")
+				return nil, loginError(text.StatusAuthFailed, "initiator tried to leave the security stage without answering the CHAP challenge")
 			}
 			return out, nil
 		}
-		if _, ok := keys[KeyCHAPA]; ok {
-			return nil, loginError(StatusInitiatorError, "CHAP_A sent again")
+		if _, ok := keys[text.KeyCHAPA]; ok {
+			return nil, loginError(text.StatusInitiatorError, "CHAP_A sent again")
 		}
 		r, e := c.verify(keys)
 		if e != nil {
@@ -533,8 +530,8 @@ func (l *Login) security(req Request, sec []KV) ([]KV, *Error) {
 		l.res.CHAP, l.res.CHAPUser, l.res.MutualCHAP = true, c.creds.User, c.mutualDone
 		return append(out, r...), nil
 	default: // chapDone
-		if k, ok := firstOther(sec, KeyAuthMethod); ok {
-			return nil, loginError(StatusInitiatorError, "%s sent after CHAP completed", k)
+		if k, ok := firstOther(sec, text.KeyAuthMethod); ok {
+			return nil, loginError(text.StatusInitiatorError, "%s sent after CHAP completed", k)
 		}
 		return out, nil
 	}
@@ -542,7 +539,7 @@ func (l *Login) security(req Request, sec []KV) ([]KV, *Error) {
 
 // firstOther returns the first key of kvs other than skip, so error
 // messages name keys in the initiator's order.
-func firstOther(kvs []KV, skip string) (string, bool) {
+func firstOther(kvs []text.KV, skip string) (string, bool) {
 	for _, kv := range kvs {
 		if kv.Key != skip {
 			return kv.Key, true
@@ -555,28 +552,28 @@ func firstOther(kvs []KV, skip string) (string, bool) {
 // group tag and alias in the first response of a Normal session (§13.9;
 // open-iscsi accepts them in either stage), and its MaxRecvDataSegmentLength
 // in the first operational stage response.
-func (l *Login) declarations() []KV {
-	var out []KV
+func (l *Login) declarations() []text.KV {
+	var out []text.KV
 	if !l.declaredTPGT && l.res.SessionType == SessionNormal {
 		l.declaredTPGT = true
 		if l.decision.TargetAlias != "" {
-			out = append(out, KV{KeyTargetAlias, l.decision.TargetAlias})
+			out = append(out, text.KV{Key: text.KeyTargetAlias, Value: l.decision.TargetAlias})
 		}
-		out = append(out, KV{KeyTargetPortalGroupTag, fmt.Sprint(l.lim.TargetPortalGroupTag)})
+		out = append(out, text.KV{Key: text.KeyTargetPortalGroupTag, Value: fmt.Sprint(l.lim.TargetPortalGroupTag)})
 	}
-	if !l.declaredMRDSL && l.stage == StageOperational {
+	if !l.declaredMRDSL && l.stage == text.StageOperational {
 		l.declaredMRDSL = true
 		l.res.Params.TargetMaxRecvDataSegmentLength = l.lim.MaxRecvDataSegmentLength
-		out = append(out, KV{KeyMaxRecvDataSegmentLength, fmt.Sprint(l.lim.MaxRecvDataSegmentLength)})
+		out = append(out, text.KV{Key: text.KeyMaxRecvDataSegmentLength, Value: fmt.Sprint(l.lim.MaxRecvDataSegmentLength)})
 	}
 	return out
 }
 
 // respond encodes the answers, splitting them over several PDUs when they
 // exceed what the initiator accepts in one login response.
-func (l *Login) respond(req Request, replies []KV, transit bool) (Response, error) {
+func (l *Login) respond(req Request, replies []text.KV, transit bool) (Response, error) {
 	limit := min(loginSegmentSize, int(l.res.Params.InitiatorMaxRecvDataSegmentLength))
-	pieces := SplitData(EncodeText(replies), limit)
+	pieces := text.SplitData(text.EncodeText(replies), limit)
 	if len(pieces) > 1 {
 		// §11.13: a response with C=1 must have T=0; the stage change, if
 		// any, happens with the last piece.
@@ -590,7 +587,7 @@ func (l *Login) respond(req Request, replies []KV, transit bool) (Response, erro
 // nextPiece sends the next part of a response split over several PDUs.
 func (l *Login) nextPiece(req Request) (Response, error) {
 	if req.Continue || len(req.Data) > 0 {
-		return l.fail(loginError(StatusInitiatorError, "initiator sent login text while the target's response was continuing"))
+		return l.fail(loginError(text.StatusInitiatorError, "initiator sent login text while the target's response was continuing"))
 	}
 	piece := l.pending[0]
 	l.pending = l.pending[1:]
@@ -611,7 +608,7 @@ func (l *Login) finish(data []byte, transit bool, nsg uint8) Response {
 	}
 	resp.Transit, resp.NSG = true, nsg
 	l.stage = nsg
-	if nsg == StageFullFeature {
+	if nsg == text.StageFullFeature {
 		l.done = true
 	}
 	return resp
@@ -625,19 +622,19 @@ func normalizeName(s string) (string, error) {
 	if s == "" {
 		return "", errors.New("empty iSCSI name")
 	}
-	if len(s) > maxNameLen {
-		return "", fmt.Errorf("iSCSI name %q is longer than %d bytes", truncate(s), maxNameLen)
+	if len(s) > text.MaxNameLen {
+		return "", fmt.Errorf("iSCSI name %q is longer than %d bytes", text.Truncate(s), text.MaxNameLen)
 	}
 	if !utf8.ValidString(s) {
 		return "", errors.New("iSCSI name is not UTF-8")
 	}
 	n := strings.ToLower(s)
 	if !strings.HasPrefix(n, "iqn.") && !strings.HasPrefix(n, "eui.") && !strings.HasPrefix(n, "naa.") {
-		return "", fmt.Errorf("%q is not an iqn., eui. or naa. name", truncate(s))
+		return "", fmt.Errorf("%q is not an iqn., eui. or naa. name", text.Truncate(s))
 	}
 	for _, r := range n {
 		if unicode.IsSpace(r) || unicode.IsControl(r) {
-			return "", fmt.Errorf("iSCSI name %q has a space or control character", truncate(s))
+			return "", fmt.Errorf("iSCSI name %q has a space or control character", text.Truncate(s))
 		}
 	}
 	return n, nil

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 const (
@@ -63,25 +65,25 @@ func newLogin(d Decision, lim Limits) (*Login, *[]authCall) {
 
 var (
 	allow     = Decision{Allowed: true}
-	allowCHAP = Decision{Allowed: true, CHAP: &Credentials{chapUser, chapSecret}}
-	allowBoth = Decision{Allowed: true, CHAP: &Credentials{chapUser, chapSecret}, MutualCHAP: &Credentials{mutualUser, mutualSecret}}
+	allowCHAP = Decision{Allowed: true, CHAP: &text.Credentials{User: chapUser, Secret: chapSecret}}
+	allowBoth = Decision{Allowed: true, CHAP: &text.Credentials{User: chapUser, Secret: chapSecret}, MutualCHAP: &text.Credentials{User: mutualUser, Secret: mutualSecret}}
 )
 
 // step runs one request that must succeed and returns the response and its
 // parsed text.
-func step(t *testing.T, l *Login, req Request) (Response, []KV) {
+func step(t *testing.T, l *Login, req Request) (Response, []text.KV) {
 	t.Helper()
 	resp, err := l.Step(req)
 	require.NoError(t, err)
-	require.Equal(t, StatusSuccess, resp.Status())
+	require.Equal(t, text.StatusSuccess, resp.Status())
 	require.False(t, resp.Continue && resp.Transit, "C and T together")
-	kvs, err := ParseText(resp.Data)
+	kvs, err := text.ParseText(resp.Data)
 	require.NoError(t, err)
 	return resp, kvs
 }
 
 // stepFail runs one request that must be rejected with status want.
-func stepFail(t *testing.T, l *Login, req Request, want Status) *Error {
+func stepFail(t *testing.T, l *Login, req Request, want text.Status) *Error {
 	t.Helper()
 	resp, err := l.Step(req)
 	require.Error(t, err)
@@ -94,13 +96,13 @@ func stepFail(t *testing.T, l *Login, req Request, want Status) *Error {
 	return le
 }
 
-func kv(s string) KV {
+func kv(s string) text.KV {
 	k, v, _ := strings.Cut(s, "=")
-	return KV{k, v}
+	return text.KV{Key: k, Value: v}
 }
 
-func kvList(pairs ...string) []KV {
-	out := make([]KV, len(pairs))
+func kvList(pairs ...string) []text.KV {
+	out := make([]text.KV, len(pairs))
 	for i, p := range pairs {
 		out[i] = kv(p)
 	}
@@ -147,28 +149,28 @@ var (
 // TargetAlias, TargetAddress, TargetPortalGroupTag and the auth keys may
 // appear, in the operational stage only the keys of
 // get_op_params_text_keys, with the values it insists on.
-func openISCSIAccepts(t *testing.T, stage uint8, kvs []KV) {
+func openISCSIAccepts(t *testing.T, stage uint8, kvs []text.KV) {
 	t.Helper()
-	sec := map[string]bool{KeyTargetAlias: true, KeyTargetAddress: true, KeyTargetPortalGroupTag: true,
-		KeyAuthMethod: true, KeyCHAPA: true, KeyCHAPN: true, KeyCHAPR: true, KeyCHAPI: true, KeyCHAPC: true}
-	op := map[string]bool{KeyTargetAlias: true, KeyTargetAddress: true, KeyTargetPortalGroupTag: true,
-		KeyInitialR2T: true, KeyImmediateData: true, KeyMaxRecvDataSegmentLength: true, KeyFirstBurstLength: true,
-		KeyMaxBurstLength: true, KeyHeaderDigest: true, KeyDataDigest: true, KeyDefaultTime2Wait: true,
-		KeyDefaultTime2Retain: true, KeyOFMarker: true, KeyOFMarkInt: true, KeyIFMarker: true, KeyIFMarkInt: true,
-		KeyDataPDUInOrder: true, KeyDataSequenceInOrder: true, KeyMaxOutstandingR2T: true, KeyMaxConnections: true,
-		KeyErrorRecoveryLevel: true, KeyRDMAExtensions: true}
+	sec := map[string]bool{text.KeyTargetAlias: true, text.KeyTargetAddress: true, text.KeyTargetPortalGroupTag: true,
+		text.KeyAuthMethod: true, text.KeyCHAPA: true, text.KeyCHAPN: true, text.KeyCHAPR: true, text.KeyCHAPI: true, text.KeyCHAPC: true}
+	op := map[string]bool{text.KeyTargetAlias: true, text.KeyTargetAddress: true, text.KeyTargetPortalGroupTag: true,
+		text.KeyInitialR2T: true, text.KeyImmediateData: true, text.KeyMaxRecvDataSegmentLength: true, text.KeyFirstBurstLength: true,
+		text.KeyMaxBurstLength: true, text.KeyHeaderDigest: true, text.KeyDataDigest: true, text.KeyDefaultTime2Wait: true,
+		text.KeyDefaultTime2Retain: true, text.KeyOFMarker: true, text.KeyOFMarkInt: true, text.KeyIFMarker: true, text.KeyIFMarkInt: true,
+		text.KeyDataPDUInOrder: true, text.KeyDataSequenceInOrder: true, text.KeyMaxOutstandingR2T: true, text.KeyMaxConnections: true,
+		text.KeyErrorRecoveryLevel: true, text.KeyRDMAExtensions: true}
 	for _, kv := range kvs {
-		if stage == StageSecurity {
+		if stage == text.StageSecurity {
 			assert.True(t, sec[kv.Key], "open-iscsi refuses %s in the security stage", kv.Key)
 			continue
 		}
 		assert.True(t, op[kv.Key], "open-iscsi refuses %s in the operational stage", kv.Key)
 		switch kv.Key {
-		case KeyHeaderDigest, KeyDataDigest:
+		case text.KeyHeaderDigest, text.KeyDataDigest:
 			assert.Contains(t, []string{"None", "CRC32C"}, kv.Value, kv.Key)
-		case KeyMaxOutstandingR2T, KeyMaxConnections:
+		case text.KeyMaxOutstandingR2T, text.KeyMaxConnections:
 			assert.Equal(t, "1", kv.Value, kv.Key)
-		case KeyErrorRecoveryLevel:
+		case text.KeyErrorRecoveryLevel:
 			assert.Equal(t, "0", kv.Value, kv.Key)
 		}
 	}
@@ -178,11 +180,11 @@ func openISCSIAccepts(t *testing.T, stage uint8, kvs []KV) {
 func hexUpper(b []byte) string { return "0x" + strings.ToUpper(hex.EncodeToString(b)) }
 
 // initiatorCHAP computes an initiator's answer to the target's challenge.
-func initiatorCHAP(t *testing.T, kvs []KV, secret string) string {
+func initiatorCHAP(t *testing.T, kvs []text.KV, secret string) string {
 	t.Helper()
-	idS, ok := Lookup(kvs, KeyCHAPI)
+	idS, ok := text.Lookup(kvs, text.KeyCHAPI)
 	require.True(t, ok, "no CHAP_I in %v", kvs)
-	cS, ok := Lookup(kvs, KeyCHAPC)
+	cS, ok := text.Lookup(kvs, text.KeyCHAPC)
 	require.True(t, ok, "no CHAP_C in %v", kvs)
 	require.True(t, strings.HasPrefix(cS, "0x"), "libiscsi only parses 0x challenges")
 	id, err := strconv.Atoi(idS)
@@ -197,10 +199,10 @@ func initiatorCHAP(t *testing.T, kvs []KV, secret string) string {
 func TestOpenISCSINormalLogin(t *testing.T) {
 	l, calls := newLogin(allow, Limits{})
 	resp, kvs := step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid,
-		Data: text(cat(openISCSIIdentity, openISCSIOps)...)})
+		Data: textData(cat(openISCSIIdentity, openISCSIOps)...)})
 	assert.Equal(t, Response{Transit: true, CSG: 1, NSG: 3, Data: resp.Data}, resp)
 	assert.Equal(t, kvList(cat(openISCSIOpsAnswer, []string{"TargetPortalGroupTag=1", "MaxRecvDataSegmentLength=262144"})...), kvs)
-	openISCSIAccepts(t, StageOperational, kvs)
+	openISCSIAccepts(t, text.StageOperational, kvs)
 	assert.Equal(t, []authCall{{openISCSIName, targetIQN, false}}, *calls)
 
 	require.True(t, l.Done())
@@ -217,19 +219,19 @@ func TestOpenISCSINormalLogin(t *testing.T) {
 	}, r)
 
 	// The login is over: more requests are refused.
-	stepFail(t, l, Request{CSG: 3, ISID: isid}, StatusInitiatorError)
+	stepFail(t, l, Request{CSG: 3, ISID: isid}, text.StatusInitiatorError)
 }
 
 func TestOpenISCSIDiscoveryAndSendTargets(t *testing.T) {
 	l, calls := newLogin(allow, Limits{})
-	_, kvs := step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text(
+	_, kvs := step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData(
 		"InitiatorName="+openISCSIName, "InitiatorAlias=node-a", "SessionType=Discovery",
 		"HeaderDigest=None", "DataDigest=None", "DefaultTime2Wait=2", "DefaultTime2Retain=0",
 		"IFMarker=No", "OFMarker=No", "ErrorRecoveryLevel=0", "MaxRecvDataSegmentLength=32768")})
 	assert.Equal(t, kvList("HeaderDigest=None", "DataDigest=None", "DefaultTime2Wait=2", "DefaultTime2Retain=0",
 		"IFMarker=Reject", "OFMarker=Reject", "ErrorRecoveryLevel=0", "MaxRecvDataSegmentLength=262144"), kvs,
 		"no TargetPortalGroupTag in discovery sessions")
-	openISCSIAccepts(t, StageOperational, kvs)
+	openISCSIAccepts(t, text.StageOperational, kvs)
 	assert.Equal(t, []authCall{{openISCSIName, "", true}}, *calls)
 	require.True(t, l.Done())
 	r := l.Result()
@@ -238,12 +240,12 @@ func TestOpenISCSIDiscoveryAndSendTargets(t *testing.T) {
 	assert.EqualValues(t, 32768, r.Params.InitiatorMaxRecvDataSegmentLength)
 
 	// Full feature phase: SendTargets=All.
-	req, err := ParseText(text("SendTargets=All"))
+	req, err := text.ParseText(textData("SendTargets=All"))
 	require.NoError(t, err)
 	answers, err := NegotiateText(&r.Params, req)
 	require.NoError(t, err)
 	assert.Empty(t, answers)
-	v, _ := Lookup(req, KeySendTargets)
+	v, _ := text.Lookup(req, text.KeySendTargets)
 	targets := []TargetInfo{
 		{Name: targetIQN, Portals: []Portal{{"192.0.2.2:3260", 1}, {"[2001:db8::2]:3260", 1}}},
 		{Name: "iqn.2026-11.org.mhcodi:prod.node-b.web1.data", Portals: []Portal{{"192.0.2.2:3260", 1}}},
@@ -252,7 +254,7 @@ func TestOpenISCSIDiscoveryAndSendTargets(t *testing.T) {
 	assert.Equal(t, kvList(
 		"TargetName="+targetIQN, "TargetAddress=192.0.2.2:3260,1", "TargetAddress=[2001:db8::2]:3260,1",
 		"TargetName=iqn.2026-11.org.mhcodi:prod.node-b.web1.data", "TargetAddress=192.0.2.2:3260,1"), st)
-	back, err := ParseSendTargets(EncodeText(st))
+	back, err := ParseSendTargets(text.EncodeText(st))
 	require.NoError(t, err)
 	assert.Equal(t, targets, back)
 }
@@ -276,19 +278,19 @@ func TestOpenISCSICHAP(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			l, _ := newLogin(tc.decision, Limits{})
 			first := Request{Transit: tc.firstT, CSG: 0, ISID: isid,
-				Data: text(cat(openISCSIIdentity, []string{"AuthMethod=" + tc.offer})...)}
+				Data: textData(cat(openISCSIIdentity, []string{"AuthMethod=" + tc.offer})...)}
 			if tc.firstT {
 				first.NSG = 1
 			}
 			resp, kvs := step(t, l, first)
 			assert.Equal(t, Response{CSG: 0, Data: resp.Data}, resp, "no transit before CHAP")
 			assert.Equal(t, kvList("AuthMethod=CHAP", "TargetPortalGroupTag=1"), kvs)
-			openISCSIAccepts(t, StageSecurity, kvs)
+			openISCSIAccepts(t, text.StageSecurity, kvs)
 
-			resp, kvs = step(t, l, Request{CSG: 0, NSG: 0, ISID: isid, Data: text("CHAP_A=5")})
+			resp, kvs = step(t, l, Request{CSG: 0, NSG: 0, ISID: isid, Data: textData("CHAP_A=5")})
 			assert.False(t, resp.Transit)
 			assert.Equal(t, kvList("CHAP_A=5", "CHAP_I=0", "CHAP_C=0x"+hex.EncodeToString(seq(1, 32))), kvs)
-			openISCSIAccepts(t, StageSecurity, kvs)
+			openISCSIAccepts(t, text.StageSecurity, kvs)
 
 			// open-iscsi writes binary values in lower-case hex.
 			answer := strings.ToLower(initiatorCHAP(t, kvs, chapSecret))
@@ -297,21 +299,21 @@ func TestOpenISCSICHAP(t *testing.T) {
 			if tc.mutual {
 				third = append(third, "CHAP_I=77", "CHAP_C=0x"+hex.EncodeToString(mch))
 			}
-			resp, kvs = step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid, Data: text(third...)})
+			resp, kvs = step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid, Data: textData(third...)})
 			assert.Equal(t, Response{Transit: true, CSG: 0, NSG: 1, Data: resp.Data}, resp)
 			if tc.mutual {
 				want := md5.Sum(append(append([]byte{77}, mutualSecret...), mch...))
 				assert.Equal(t, kvList("CHAP_N="+mutualUser, "CHAP_R=0x"+hex.EncodeToString(want[:])), kvs)
-				openISCSIAccepts(t, StageSecurity, kvs)
+				openISCSIAccepts(t, text.StageSecurity, kvs)
 			} else {
 				assert.Empty(t, kvs)
 			}
 			assert.False(t, l.Done())
 
-			resp, kvs = step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text(openISCSIOps...)})
+			resp, kvs = step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData(openISCSIOps...)})
 			assert.True(t, resp.Transit)
 			assert.Equal(t, kvList(cat(openISCSIOpsAnswer, []string{"MaxRecvDataSegmentLength=262144"})...), kvs)
-			openISCSIAccepts(t, StageOperational, kvs)
+			openISCSIAccepts(t, text.StageOperational, kvs)
 			require.True(t, l.Done())
 			r := l.Result()
 			assert.True(t, r.CHAP)
@@ -322,6 +324,16 @@ func TestOpenISCSICHAP(t *testing.T) {
 }
 
 // seq returns the bytes from, from+1, ..., n of them.
+// textData builds a text data segment from "key=value" strings.
+func textData(pairs ...string) []byte {
+	var b []byte
+	for _, p := range pairs {
+		b = append(b, p...)
+		b = append(b, 0)
+	}
+	return b
+}
+
 func seq(from byte, n int) []byte {
 	b := make([]byte, n)
 	for i := range b {
@@ -357,7 +369,7 @@ func TestLibiscsiNormalLogin(t *testing.T) {
 	// libiscsi and its header (InitialR2T=No etc.) in one PDU, starting in
 	// the operational stage when no CHAP user is set.
 	resp, kvs := step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid,
-		Data: text(cat(libiscsiIdentity, libiscsiOps)...)})
+		Data: textData(cat(libiscsiIdentity, libiscsiOps)...)})
 	assert.True(t, resp.Transit)
 	assert.Equal(t, kvList(cat(libiscsiOpsAnswer, []string{"TargetPortalGroupTag=1", "MaxRecvDataSegmentLength=262144"})...), kvs)
 	require.True(t, l.Done())
@@ -369,12 +381,12 @@ func TestLibiscsiCHAPWithoutCHAPConfigured(t *testing.T) {
 	// this initiator answers None and lets it through.
 	l, _ := newLogin(allow, Limits{})
 	resp, kvs := step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-		Data: text(cat(libiscsiIdentity, []string{"AuthMethod=CHAP,None"})...)})
+		Data: textData(cat(libiscsiIdentity, []string{"AuthMethod=CHAP,None"})...)})
 	assert.Equal(t, Response{Transit: true, CSG: 0, NSG: 1, Data: resp.Data}, resp)
 	assert.Equal(t, kvList("AuthMethod=None", "TargetPortalGroupTag=1"), kvs)
 	// libiscsi repeats its identity keys in the operational stage.
 	resp, _ = step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid,
-		Data: text(cat(libiscsiIdentity, libiscsiOps)...)})
+		Data: textData(cat(libiscsiIdentity, libiscsiOps)...)})
 	assert.True(t, resp.Transit)
 	assert.True(t, l.Done())
 	assert.False(t, l.Result().CHAP)
@@ -383,12 +395,12 @@ func TestLibiscsiCHAPWithoutCHAPConfigured(t *testing.T) {
 func TestLibiscsiMutualCHAP(t *testing.T) {
 	l, _ := newLogin(allowBoth, Limits{})
 	resp, kvs := step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-		Data: text(cat(libiscsiIdentity, []string{"AuthMethod=CHAP,None"})...)})
+		Data: textData(cat(libiscsiIdentity, []string{"AuthMethod=CHAP,None"})...)})
 	assert.False(t, resp.Transit)
 	assert.Equal(t, kvList("AuthMethod=CHAP", "TargetPortalGroupTag=1"), kvs)
 
 	// SELECT_ALGORITHM: T=0, NSG=1.
-	resp, kvs = step(t, l, Request{CSG: 0, NSG: 1, ISID: isid, Data: text("CHAP_A=5")})
+	resp, kvs = step(t, l, Request{CSG: 0, NSG: 1, ISID: isid, Data: textData("CHAP_A=5")})
 	assert.False(t, resp.Transit)
 	answer := initiatorCHAP(t, kvs, chapSecret)
 
@@ -396,18 +408,18 @@ func TestLibiscsiMutualCHAP(t *testing.T) {
 	// 32-byte challenge with identifier 1.
 	mch := seq(0xa0, 32)
 	resp, kvs = step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-		Data: text("CHAP_N="+chapUser, "CHAP_R="+answer, "CHAP_I=1", "CHAP_C="+hexUpper(mch))})
+		Data: textData("CHAP_N="+chapUser, "CHAP_R="+answer, "CHAP_I=1", "CHAP_C="+hexUpper(mch))})
 	assert.Equal(t, Response{Transit: true, CSG: 0, NSG: 1, Data: resp.Data}, resp,
 		"libiscsi requires T=1 with the mutual answer")
 	want := md5.Sum(append(append([]byte{1}, mutualSecret...), mch...))
 	require.Equal(t, kvList("CHAP_N="+mutualUser, "CHAP_R=0x"+hex.EncodeToString(want[:])), kvs)
 	// libiscsi's check: "0x" and exactly 32 hex digits.
-	r, _ := Lookup(kvs, KeyCHAPR)
+	r, _ := text.Lookup(kvs, text.KeyCHAPR)
 	assert.Len(t, r, 9+32-len("CHAP_R="))
 
 	// Operational stage: libiscsi sends its identity keys again.
 	resp, kvs = step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid,
-		Data: text(cat(libiscsiIdentity, libiscsiOps)...)})
+		Data: textData(cat(libiscsiIdentity, libiscsiOps)...)})
 	assert.Equal(t, Response{Transit: true, CSG: 1, NSG: 3, Data: resp.Data}, resp)
 	assert.Equal(t, kvList(cat(libiscsiOpsAnswer, []string{"MaxRecvDataSegmentLength=262144"})...), kvs)
 	require.True(t, l.Done())
@@ -419,7 +431,7 @@ func TestLibiscsiMutualCHAP(t *testing.T) {
 func TestLibiscsiDiscoveryIrrelevantKeys(t *testing.T) {
 	l, calls := newLogin(allow, Limits{})
 	_, kvs := step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid,
-		Data: text(cat([]string{"InitiatorName=" + libiscsiName, "SessionType=Discovery"}, libiscsiOps)...)})
+		Data: textData(cat([]string{"InitiatorName=" + libiscsiName, "SessionType=Discovery"}, libiscsiOps)...)})
 	assert.Equal(t, kvList(
 		"HeaderDigest=None", "DataDigest=None", "InitialR2T=Irrelevant", "ImmediateData=Irrelevant",
 		"MaxBurstLength=Irrelevant", "FirstBurstLength=Irrelevant", "DefaultTime2Wait=2", "DefaultTime2Retain=0",
@@ -435,7 +447,7 @@ func TestSecurityStageStraightToFullFeature(t *testing.T) {
 	// target never declares its MaxRecvDataSegmentLength, so 8192 holds.
 	l, _ := newLogin(allow, Limits{})
 	resp, kvs := step(t, l, Request{Transit: true, CSG: 0, NSG: 3, ISID: isid,
-		Data: text("InitiatorName="+openISCSIName, "SessionType=Discovery", "AuthMethod=None")})
+		Data: textData("InitiatorName="+openISCSIName, "SessionType=Discovery", "AuthMethod=None")})
 	assert.Equal(t, Response{Transit: true, CSG: 0, NSG: 3, Data: resp.Data}, resp)
 	assert.Equal(t, kvList("AuthMethod=None"), kvs)
 	require.True(t, l.Done())
@@ -447,25 +459,25 @@ func TestOperationalKeysInSecurityStage(t *testing.T) {
 	// keys are answered in the security stage.
 	l, _ := newLogin(allow, Limits{})
 	_, kvs := step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-		Data: text(cat(openISCSIIdentity, []string{"AuthMethod=None", "MaxBurstLength=65536"})...)})
+		Data: textData(cat(openISCSIIdentity, []string{"AuthMethod=None", "MaxBurstLength=65536"})...)})
 	assert.Equal(t, kvList("AuthMethod=None", "MaxBurstLength=65536", "TargetPortalGroupTag=1"), kvs)
 
 	// With CHAP pending they are refused.
 	l, _ = newLogin(allowCHAP, Limits{})
 	stepFail(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-		Data: text(cat(openISCSIIdentity, []string{"AuthMethod=CHAP", "MaxBurstLength=65536"})...)}, StatusInitiatorError)
+		Data: textData(cat(openISCSIIdentity, []string{"AuthMethod=CHAP", "MaxBurstLength=65536"})...)}, text.StatusInitiatorError)
 
 	// Unknown keys are answered NotUnderstood even before authentication.
 	l, _ = newLogin(allowCHAP, Limits{})
 	_, kvs = step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-		Data: text(cat(openISCSIIdentity, []string{"AuthMethod=CHAP", "X-com.example.Foo=1"})...)})
+		Data: textData(cat(openISCSIIdentity, []string{"AuthMethod=CHAP", "X-com.example.Foo=1"})...)})
 	assert.Equal(t, kvList("AuthMethod=CHAP", "X-com.example.Foo=NotUnderstood", "TargetPortalGroupTag=1"), kvs)
 }
 
 func TestTransitOnlyWhenAsked(t *testing.T) {
 	l, _ := newLogin(allow, Limits{})
 	resp, kvs := step(t, l, Request{CSG: 1, NSG: 1, ISID: isid,
-		Data: text(cat(openISCSIIdentity, []string{"MaxBurstLength=65536"})...)})
+		Data: textData(cat(openISCSIIdentity, []string{"MaxBurstLength=65536"})...)})
 	assert.False(t, resp.Transit, "T=0 request, T=0 response")
 	assert.Equal(t, kvList("MaxBurstLength=65536", "TargetPortalGroupTag=1", "MaxRecvDataSegmentLength=262144"), kvs)
 	resp, kvs = step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid})
@@ -477,22 +489,22 @@ func TestTransitOnlyWhenAsked(t *testing.T) {
 func TestSecurityStageWaitsForAuthMethod(t *testing.T) {
 	// T=0 and no AuthMethod yet: the target waits.
 	l, _ := newLogin(allowCHAP, Limits{})
-	resp, kvs := step(t, l, Request{CSG: 0, ISID: isid, Data: text(openISCSIIdentity...)})
+	resp, kvs := step(t, l, Request{CSG: 0, ISID: isid, Data: textData(openISCSIIdentity...)})
 	assert.False(t, resp.Transit)
 	assert.Equal(t, kvList("TargetPortalGroupTag=1"), kvs)
-	_, kvs = step(t, l, Request{CSG: 0, ISID: isid, Data: text("AuthMethod=CHAP")})
+	_, kvs = step(t, l, Request{CSG: 0, ISID: isid, Data: textData("AuthMethod=CHAP")})
 	assert.Equal(t, kvList("AuthMethod=CHAP"), kvs)
 	// Still no CHAP_A, T=0: wait again.
 	resp, _ = step(t, l, Request{CSG: 0, ISID: isid})
 	assert.False(t, resp.Transit)
-	_, kvs = step(t, l, Request{CSG: 0, ISID: isid, Data: text("CHAP_A=7,5")})
+	_, kvs = step(t, l, Request{CSG: 0, ISID: isid, Data: textData("CHAP_A=7,5")})
 	assert.Equal(t, "5", kvs[0].Value, "MD5 picked out of the list")
 }
 
 func TestNonLeadingLogin(t *testing.T) {
 	l, _ := newLogin(allow, Limits{})
 	_, kvs := step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, TSIH: 7, CID: 1,
-		Data: text(cat(openISCSIIdentity, []string{"HeaderDigest=CRC32C", "MaxBurstLength=65536", "MaxRecvDataSegmentLength=65536"})...)})
+		Data: textData(cat(openISCSIIdentity, []string{"HeaderDigest=CRC32C", "MaxBurstLength=65536", "MaxRecvDataSegmentLength=65536"})...)})
 	assert.Equal(t, kvList("HeaderDigest=CRC32C", "MaxBurstLength=Irrelevant", "TargetPortalGroupTag=1", "MaxRecvDataSegmentLength=262144"), kvs)
 	r := l.Result()
 	assert.False(t, r.Leading)
@@ -503,7 +515,7 @@ func TestNonLeadingLogin(t *testing.T) {
 }
 
 func TestMultiPDURequest(t *testing.T) {
-	full := text(cat(openISCSIIdentity, openISCSIOps)...)
+	full := textData(cat(openISCSIIdentity, openISCSIOps)...)
 	// Cut in the middle of a key and in the middle of a value.
 	cut1 := strings.Index(string(full), "TargetName") + 4
 	cut2 := strings.Index(string(full), "MaxBurstLength=") + 17
@@ -523,17 +535,17 @@ func TestMultiPDURequest(t *testing.T) {
 func TestMultiPDUResponse(t *testing.T) {
 	// 300 unknown keys: the NotUnderstood answers exceed 8192 bytes.
 	var ext []string
-	var want []KV
+	var want []text.KV
 	for i := range 300 {
 		k := fmt.Sprintf("X-org.example.vendor.key%03d", i)
 		ext = append(ext, k+"=1")
-		want = append(want, KV{k, "NotUnderstood"})
+		want = append(want, text.KV{Key: k, Value: "NotUnderstood"})
 	}
 	want = append(want, kvList("TargetPortalGroupTag=1", "MaxRecvDataSegmentLength=262144")...)
 
 	l, _ := newLogin(allow, Limits{})
 	var got []byte
-	resp, err := l.Step(Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text(cat(openISCSIIdentity, ext)...)})
+	resp, err := l.Step(Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData(cat(openISCSIIdentity, ext)...)})
 	require.NoError(t, err)
 	pieces := 1
 	for resp.Continue {
@@ -549,7 +561,7 @@ func TestMultiPDUResponse(t *testing.T) {
 	assert.Equal(t, 2, pieces)
 	assert.True(t, resp.Transit)
 	assert.EqualValues(t, 3, resp.NSG)
-	kvs, err := ParseText(got)
+	kvs, err := text.ParseText(got)
 	require.NoError(t, err)
 	assert.Equal(t, want, kvs)
 	assert.True(t, l.Done())
@@ -564,7 +576,7 @@ func TestResponseSplitForSmallInitiatorSegments(t *testing.T) {
 	}
 	l, _ := newLogin(allow, Limits{})
 	resp, err := l.Step(Request{Transit: true, CSG: 1, NSG: 3, ISID: isid,
-		Data: text(cat(openISCSIIdentity, openISCSIOps[:len(openISCSIOps)-1], []string{"MaxRecvDataSegmentLength=512"}, ext)...)})
+		Data: textData(cat(openISCSIIdentity, openISCSIOps[:len(openISCSIOps)-1], []string{"MaxRecvDataSegmentLength=512"}, ext)...)})
 	require.NoError(t, err)
 	require.True(t, resp.Continue)
 	var got []byte
@@ -577,7 +589,7 @@ func TestResponseSplitForSmallInitiatorSegments(t *testing.T) {
 	got = append(got, resp.Data...)
 	assert.False(t, resp.Transit, "the last request had T=0")
 	assert.False(t, l.Done())
-	_, err = ParseText(got)
+	_, err = text.ParseText(got)
 	require.NoError(t, err)
 	resp, err = l.Step(Request{Transit: true, CSG: 1, NSG: 3, ISID: isid})
 	require.NoError(t, err)
@@ -591,10 +603,10 @@ func TestDataWhileResponseContinues(t *testing.T) {
 		ext = append(ext, fmt.Sprintf("X-org.example.vendor.key%03d=1", i))
 	}
 	l, _ := newLogin(allow, Limits{})
-	resp, err := l.Step(Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text(cat(openISCSIIdentity, ext)...)})
+	resp, err := l.Step(Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData(cat(openISCSIIdentity, ext)...)})
 	require.NoError(t, err)
 	require.True(t, resp.Continue)
-	stepFail(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text("MaxBurstLength=512")}, StatusInitiatorError)
+	stepFail(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData("MaxBurstLength=512")}, text.StatusInitiatorError)
 }
 
 func TestCHAPFailures(t *testing.T) {
@@ -603,8 +615,8 @@ func TestCHAPFailures(t *testing.T) {
 	start := func(t *testing.T, d Decision) (*Login, string) {
 		l, _ := newLogin(d, Limits{})
 		step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid,
-			Data: text(cat(openISCSIIdentity, []string{"AuthMethod=CHAP"})...)})
-		_, kvs := step(t, l, Request{CSG: 0, ISID: isid, Data: text("CHAP_A=5")})
+			Data: textData(cat(openISCSIIdentity, []string{"AuthMethod=CHAP"})...)})
+		_, kvs := step(t, l, Request{CSG: 0, ISID: isid, Data: textData("CHAP_A=5")})
 		return l, initiatorCHAP(t, kvs, chapSecret)
 	}
 	ourChallenge := hexUpper(seq(1, 32))
@@ -612,36 +624,36 @@ func TestCHAPFailures(t *testing.T) {
 		name     string
 		decision Decision
 		data     func(answer string) []byte
-		want     Status
+		want     text.Status
 	}{
 		{"wrong secret", allowCHAP, func(string) []byte {
-			return text("CHAP_N="+chapUser, "CHAP_R=0x00112233445566778899aabbccddeeff")
-		}, StatusAuthFailed},
-		{"wrong user", allowCHAP, func(a string) []byte { return text("CHAP_N=someone-else", "CHAP_R="+a) }, StatusAuthFailed},
-		{"short response", allowCHAP, func(a string) []byte { return text("CHAP_N="+chapUser, "CHAP_R="+a[:20]) }, StatusAuthFailed},
-		{"response not binary", allowCHAP, func(string) []byte { return text("CHAP_N="+chapUser, "CHAP_R=secret") }, StatusAuthFailed},
-		{"CHAP_N without CHAP_R", allowCHAP, func(string) []byte { return text("CHAP_N=" + chapUser) }, StatusAuthFailed},
-		{"CHAP_R without CHAP_N", allowCHAP, func(a string) []byte { return text("CHAP_R=" + a) }, StatusAuthFailed},
+			return textData("CHAP_N="+chapUser, "CHAP_R=0x00112233445566778899aabbccddeeff")
+		}, text.StatusAuthFailed},
+		{"wrong user", allowCHAP, func(a string) []byte { return textData("CHAP_N=someone-else", "CHAP_R="+a) }, text.StatusAuthFailed},
+		{"short response", allowCHAP, func(a string) []byte { return textData("CHAP_N="+chapUser, "CHAP_R="+a[:20]) }, text.StatusAuthFailed},
+		{"response not binary", allowCHAP, func(string) []byte { return textData("CHAP_N="+chapUser, "CHAP_R=secret") }, text.StatusAuthFailed},
+		{"CHAP_N without CHAP_R", allowCHAP, func(string) []byte { return textData("CHAP_N=" + chapUser) }, text.StatusAuthFailed},
+		{"CHAP_R without CHAP_N", allowCHAP, func(a string) []byte { return textData("CHAP_R=" + a) }, text.StatusAuthFailed},
 		{"mutual refused", allowCHAP, func(a string) []byte {
-			return text("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=1", "CHAP_C=0x0102030405060708090a0b0c0d0e0f10")
-		}, StatusAuthFailed},
+			return textData("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=1", "CHAP_C=0x0102030405060708090a0b0c0d0e0f10")
+		}, text.StatusAuthFailed},
 		{"mutual challenge reflected", allowBoth, func(a string) []byte {
-			return text("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=1", "CHAP_C="+ourChallenge)
-		}, StatusAuthFailed},
+			return textData("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=1", "CHAP_C="+ourChallenge)
+		}, text.StatusAuthFailed},
 		{"mutual CHAP_I without CHAP_C", allowBoth, func(a string) []byte {
-			return text("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=1")
-		}, StatusAuthFailed},
+			return textData("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=1")
+		}, text.StatusAuthFailed},
 		{"mutual CHAP_I out of range", allowBoth, func(a string) []byte {
-			return text("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=256", "CHAP_C=0x01020304")
-		}, StatusAuthFailed},
+			return textData("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=256", "CHAP_C=0x01020304")
+		}, text.StatusAuthFailed},
 		{"mutual CHAP_C too long", allowBoth, func(a string) []byte {
-			return text("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=1", "CHAP_C=0b"+strings.Repeat("AAAA", 342))
-		}, StatusAuthFailed},
+			return textData("CHAP_N="+chapUser, "CHAP_R="+a, "CHAP_I=1", "CHAP_C=0b"+strings.Repeat("AAAA", 342))
+		}, text.StatusAuthFailed},
 		{"CHAP_I and CHAP_C before the response", allowBoth, func(string) []byte {
-			return text("CHAP_I=1", "CHAP_C=0x01020304")
-		}, StatusAuthFailed},
-		{"CHAP_A again", allowCHAP, func(a string) []byte { return text("CHAP_A=5", "CHAP_N="+chapUser, "CHAP_R="+a) }, StatusInitiatorError},
-		{"AuthMethod again", allowCHAP, func(a string) []byte { return text("AuthMethod=CHAP") }, StatusInitiatorError},
+			return textData("CHAP_I=1", "CHAP_C=0x01020304")
+		}, text.StatusAuthFailed},
+		{"CHAP_A again", allowCHAP, func(a string) []byte { return textData("CHAP_A=5", "CHAP_N="+chapUser, "CHAP_R="+a) }, text.StatusInitiatorError},
+		{"AuthMethod again", allowCHAP, func(a string) []byte { return textData("AuthMethod=CHAP") }, text.StatusInitiatorError},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -656,19 +668,19 @@ func TestCHAPFailures(t *testing.T) {
 		raw, err := hex.DecodeString(answer[2:])
 		require.NoError(t, err)
 		b64 := "0b" + base64Std(raw)
-		resp, _ := step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid, Data: text("CHAP_N="+chapUser, "CHAP_R="+b64)})
+		resp, _ := step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid, Data: textData("CHAP_N="+chapUser, "CHAP_R="+b64)})
 		assert.True(t, resp.Transit)
 	})
 	t.Run("answer with T=0 then transit", func(t *testing.T) {
 		l, answer := start(t, allowCHAP)
-		resp, _ := step(t, l, Request{CSG: 0, ISID: isid, Data: text("CHAP_N="+chapUser, "CHAP_R="+answer)})
+		resp, _ := step(t, l, Request{CSG: 0, ISID: isid, Data: textData("CHAP_N="+chapUser, "CHAP_R="+answer)})
 		assert.False(t, resp.Transit)
 		resp, _ = step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid})
 		assert.True(t, resp.Transit)
 	})
 	t.Run("T=1 without answering the challenge", func(t *testing.T) {
 		l, _ := start(t, allowCHAP)
-		stepFail(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid}, StatusAuthFailed)
+		stepFail(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid}, text.StatusAuthFailed)
 	})
 }
 
@@ -696,47 +708,47 @@ func base64Std(b []byte) string {
 }
 
 func TestCHAPNegotiationFailures(t *testing.T) {
-	ident := func(extra ...string) []byte { return text(cat(openISCSIIdentity, extra)...) }
+	ident := func(extra ...string) []byte { return textData(cat(openISCSIIdentity, extra)...) }
 	tests := []struct {
 		name     string
 		decision Decision
 		reqs     []Request
-		want     Status
+		want     text.Status
 	}{
 		{"only None offered to a CHAP target", allowCHAP,
-			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=None")}}, StatusAuthFailed},
+			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=None")}}, text.StatusAuthFailed},
 		{"only CHAP offered to a target without CHAP", allow,
-			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, StatusAuthFailed},
+			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, text.StatusAuthFailed},
 		{"skipping the security stage", allowCHAP,
-			[]Request{{Transit: true, CSG: 1, NSG: 3, Data: ident(openISCSIOps...)}}, StatusAuthFailed},
+			[]Request{{Transit: true, CSG: 1, NSG: 3, Data: ident(openISCSIOps...)}}, text.StatusAuthFailed},
 		{"T=1 without AuthMethod", allowCHAP,
-			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident()}}, StatusAuthFailed},
+			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident()}}, text.StatusAuthFailed},
 		{"only SHA-256 offered", allowCHAP, []Request{
 			{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")},
-			{CSG: 0, Data: text("CHAP_A=7")}}, StatusAuthFailed},
+			{CSG: 0, Data: textData("CHAP_A=7")}}, text.StatusAuthFailed},
 		{"T=1 while the algorithm is awaited", allowCHAP, []Request{
 			{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")},
-			{Transit: true, CSG: 0, NSG: 1}}, StatusAuthFailed},
+			{Transit: true, CSG: 0, NSG: 1}}, text.StatusAuthFailed},
 		{"CHAP keys before AuthMethod", allowCHAP,
-			[]Request{{CSG: 0, Data: ident("CHAP_A=5")}}, StatusInitiatorError},
+			[]Request{{CSG: 0, Data: ident("CHAP_A=5")}}, text.StatusInitiatorError},
 		{"CHAP_N before the challenge", allowCHAP, []Request{
 			{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")},
-			{CSG: 0, Data: text("CHAP_N=" + chapUser)}}, StatusInitiatorError},
+			{CSG: 0, Data: textData("CHAP_N=" + chapUser)}}, text.StatusInitiatorError},
 		{"CHAP keys without CHAP", allow,
-			[]Request{{CSG: 0, Data: ident("AuthMethod=None", "CHAP_A=5")}}, StatusInitiatorError},
+			[]Request{{CSG: 0, Data: ident("AuthMethod=None", "CHAP_A=5")}}, text.StatusInitiatorError},
 		{"CHAP key after CHAP completed is out of sequence", allow, []Request{
 			{CSG: 0, Data: ident("AuthMethod=None")},
-			{CSG: 0, Data: text("CHAP_N=x")}}, StatusInitiatorError},
+			{CSG: 0, Data: textData("CHAP_N=x")}}, text.StatusInitiatorError},
 		{"security key in operational stage", allow,
-			[]Request{{Transit: true, CSG: 1, NSG: 3, Data: ident("AuthMethod=None")}}, StatusInitiatorError},
-		{"short secret fails closed", Decision{Allowed: true, CHAP: &Credentials{chapUser, "short"}},
-			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, StatusTargetError},
-		{"empty CHAP user fails closed", Decision{Allowed: true, CHAP: &Credentials{"", chapSecret}},
-			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, StatusTargetError},
-		{"same secret both ways fails closed", Decision{Allowed: true, CHAP: &Credentials{chapUser, chapSecret}, MutualCHAP: &Credentials{mutualUser, chapSecret}},
-			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, StatusTargetError},
-		{"short mutual secret fails closed", Decision{Allowed: true, CHAP: &Credentials{chapUser, chapSecret}, MutualCHAP: &Credentials{mutualUser, "x"}},
-			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, StatusTargetError},
+			[]Request{{Transit: true, CSG: 1, NSG: 3, Data: ident("AuthMethod=None")}}, text.StatusInitiatorError},
+		{"short secret fails closed", Decision{Allowed: true, CHAP: &text.Credentials{User: chapUser, Secret: "short"}},
+			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, text.StatusTargetError},
+		{"empty CHAP user fails closed", Decision{Allowed: true, CHAP: &text.Credentials{User: "", Secret: chapSecret}},
+			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, text.StatusTargetError},
+		{"same secret both ways fails closed", Decision{Allowed: true, CHAP: &text.Credentials{User: chapUser, Secret: chapSecret}, MutualCHAP: &text.Credentials{User: mutualUser, Secret: chapSecret}},
+			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, text.StatusTargetError},
+		{"short mutual secret fails closed", Decision{Allowed: true, CHAP: &text.Credentials{User: chapUser, Secret: chapSecret}, MutualCHAP: &text.Credentials{User: mutualUser, Secret: "x"}},
+			[]Request{{Transit: true, CSG: 0, NSG: 1, Data: ident("AuthMethod=CHAP")}}, text.StatusTargetError},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -755,42 +767,42 @@ func TestCHAPNegotiationFailures(t *testing.T) {
 
 func TestCHAPRandomFailure(t *testing.T) {
 	l := New(Config{Authorize: func(string, string, bool) (Decision, error) { return allowCHAP, nil }, Rand: errReader{}})
-	step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid, Data: text(cat(openISCSIIdentity, []string{"AuthMethod=CHAP"})...)})
-	e := stepFail(t, l, Request{CSG: 0, ISID: isid, Data: text("CHAP_A=5")}, StatusTargetError)
+	step(t, l, Request{Transit: true, CSG: 0, NSG: 1, ISID: isid, Data: textData(cat(openISCSIIdentity, []string{"AuthMethod=CHAP"})...)})
+	e := stepFail(t, l, Request{CSG: 0, ISID: isid, Data: textData("CHAP_A=5")}, text.StatusTargetError)
 	assert.ErrorContains(t, e, "entropy exhausted")
 }
 
 func TestLoginFailures(t *testing.T) {
-	normal := func(extra ...string) []byte { return text(cat(openISCSIIdentity, extra)...) }
+	normal := func(extra ...string) []byte { return textData(cat(openISCSIIdentity, extra)...) }
 	op := func(data []byte) Request { return Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: data} }
 	tests := []struct {
 		name     string
 		decision Decision
 		req      Request
-		want     Status
+		want     text.Status
 		msg      string
 	}{
-		{"target not found", Decision{NotFound: true}, op(normal()), StatusNotFound, "not found"},
-		{"not allowed", Decision{}, op(normal()), StatusAuthorizationFailed, "may not reach"},
-		{"not found wins over allowed", Decision{Allowed: true, NotFound: true}, op(normal()), StatusNotFound, ""},
-		{"missing InitiatorName", allow, op(text("TargetName=" + targetIQN)), StatusMissingParameter, "InitiatorName"},
-		{"missing TargetName", allow, op(text("InitiatorName=" + openISCSIName)), StatusMissingParameter, "TargetName"},
-		{"empty first request", allow, op(nil), StatusMissingParameter, ""},
-		{"bad InitiatorName", allow, op(text("InitiatorName=bob", "TargetName="+targetIQN)), StatusInitiatorError, "not an iqn."},
-		{"bad TargetName", allow, op(text("InitiatorName="+openISCSIName, "TargetName=iqn.x y")), StatusInitiatorError, "space"},
-		{"unknown session type", allow, op(text("InitiatorName="+openISCSIName, "SessionType=Bulk")), StatusSessionTypeNotSupported, "Bulk"},
-		{"unsupported version", allow, Request{Transit: true, CSG: 1, NSG: 3, VersionMax: 2, VersionMin: 1, ISID: isid, Data: normal()}, StatusUnsupportedVersion, "0x01"},
-		{"CSG 2", allow, Request{CSG: 2, ISID: isid, Data: normal()}, StatusInitiatorError, "CSG 2"},
-		{"CSG 3", allow, Request{CSG: 3, ISID: isid, Data: normal()}, StatusInitiatorError, "CSG 3"},
-		{"NSG 2", allow, Request{Transit: true, CSG: 1, NSG: 2, ISID: isid, Data: normal()}, StatusInitiatorError, "transition"},
-		{"NSG backwards", allow, Request{Transit: true, CSG: 1, NSG: 0, ISID: isid, Data: normal()}, StatusInitiatorError, "transition"},
-		{"NSG same stage", allow, Request{Transit: true, CSG: 0, NSG: 0, ISID: isid, Data: normal()}, StatusInitiatorError, "transition"},
-		{"T and C", allow, Request{Transit: true, Continue: true, CSG: 1, NSG: 3, ISID: isid, Data: normal()}, StatusInitiatorError, "T and C"},
-		{"malformed text", allow, op([]byte("InitiatorName")), StatusInitiatorError, "malformed"},
-		{"duplicate key in one PDU", allow, op(normal("MaxBurstLength=512", "MaxBurstLength=512")), StatusInitiatorError, "twice"},
-		{"invalid MaxRecvDataSegmentLength", allow, op(normal("MaxRecvDataSegmentLength=0")), StatusInitiatorError, "MaxRecvDataSegmentLength"},
-		{"target key from the initiator", allow, op(normal("TargetPortalGroupTag=1")), StatusInitiatorError, "target key"},
-		{"text too long", allow, op(make([]byte, maxLoginText+1)), StatusInitiatorError, "longer than"},
+		{"target not found", Decision{NotFound: true}, op(normal()), text.StatusNotFound, "not found"},
+		{"not allowed", Decision{}, op(normal()), text.StatusAuthorizationFailed, "may not reach"},
+		{"not found wins over allowed", Decision{Allowed: true, NotFound: true}, op(normal()), text.StatusNotFound, ""},
+		{"missing InitiatorName", allow, op(textData("TargetName=" + targetIQN)), text.StatusMissingParameter, "InitiatorName"},
+		{"missing TargetName", allow, op(textData("InitiatorName=" + openISCSIName)), text.StatusMissingParameter, "TargetName"},
+		{"empty first request", allow, op(nil), text.StatusMissingParameter, ""},
+		{"bad InitiatorName", allow, op(textData("InitiatorName=bob", "TargetName="+targetIQN)), text.StatusInitiatorError, "not an iqn."},
+		{"bad TargetName", allow, op(textData("InitiatorName="+openISCSIName, "TargetName=iqn.x y")), text.StatusInitiatorError, "space"},
+		{"unknown session type", allow, op(textData("InitiatorName="+openISCSIName, "SessionType=Bulk")), text.StatusSessionTypeNotSupported, "Bulk"},
+		{"unsupported version", allow, Request{Transit: true, CSG: 1, NSG: 3, VersionMax: 2, VersionMin: 1, ISID: isid, Data: normal()}, text.StatusUnsupportedVersion, "0x01"},
+		{"CSG 2", allow, Request{CSG: 2, ISID: isid, Data: normal()}, text.StatusInitiatorError, "CSG 2"},
+		{"CSG 3", allow, Request{CSG: 3, ISID: isid, Data: normal()}, text.StatusInitiatorError, "CSG 3"},
+		{"NSG 2", allow, Request{Transit: true, CSG: 1, NSG: 2, ISID: isid, Data: normal()}, text.StatusInitiatorError, "transition"},
+		{"NSG backwards", allow, Request{Transit: true, CSG: 1, NSG: 0, ISID: isid, Data: normal()}, text.StatusInitiatorError, "transition"},
+		{"NSG same stage", allow, Request{Transit: true, CSG: 0, NSG: 0, ISID: isid, Data: normal()}, text.StatusInitiatorError, "transition"},
+		{"T and C", allow, Request{Transit: true, Continue: true, CSG: 1, NSG: 3, ISID: isid, Data: normal()}, text.StatusInitiatorError, "T and C"},
+		{"malformed text", allow, op([]byte("InitiatorName")), text.StatusInitiatorError, "malformed"},
+		{"duplicate key in one PDU", allow, op(normal("MaxBurstLength=512", "MaxBurstLength=512")), text.StatusInitiatorError, "twice"},
+		{"invalid MaxRecvDataSegmentLength", allow, op(normal("MaxRecvDataSegmentLength=0")), text.StatusInitiatorError, "MaxRecvDataSegmentLength"},
+		{"target key from the initiator", allow, op(normal("TargetPortalGroupTag=1")), text.StatusInitiatorError, "target key"},
+		{"text too long", allow, op(make([]byte, maxLoginText+1)), text.StatusInitiatorError, "longer than"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -798,22 +810,22 @@ func TestLoginFailures(t *testing.T) {
 			e := stepFail(t, l, tc.req, tc.want)
 			assert.ErrorContains(t, e, tc.msg)
 			// A failed login stays failed.
-			stepFail(t, l, op(normal()), StatusInitiatorError)
+			stepFail(t, l, op(normal()), text.StatusInitiatorError)
 		})
 	}
 }
 
 func TestAuthorizeErrors(t *testing.T) {
 	l := New(Config{Authorize: func(string, string, bool) (Decision, error) { return Decision{}, errors.New("acl store down") }})
-	e := stepFail(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text(openISCSIIdentity...)}, StatusTargetError)
+	e := stepFail(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData(openISCSIIdentity...)}, text.StatusTargetError)
 	assert.ErrorContains(t, e, "acl store down")
 
 	l = New(Config{})
-	stepFail(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text(openISCSIIdentity...)}, StatusTargetError)
+	stepFail(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData(openISCSIIdentity...)}, text.StatusTargetError)
 }
 
 func TestSequenceViolations(t *testing.T) {
-	first := Request{CSG: 1, NSG: 1, ISID: isid, Data: text(openISCSIIdentity...)}
+	first := Request{CSG: 1, NSG: 1, ISID: isid, Data: textData(openISCSIIdentity...)}
 	tests := []struct {
 		name string
 		next Request
@@ -824,19 +836,19 @@ func TestSequenceViolations(t *testing.T) {
 		{"TSIH changed", Request{CSG: 1, ISID: isid, TSIH: 9}, "TSIH changed"},
 		{"version changed", Request{CSG: 1, ISID: isid, VersionMax: 1}, "version"},
 		{"CSG jumps without transit", Request{CSG: 0, ISID: isid}, "stage 1"},
-		{"key offered again", Request{CSG: 1, ISID: isid, Data: text("MaxBurstLength=512")}, "twice"},
-		{"InitiatorName changed", Request{CSG: 1, ISID: isid, Data: text("InitiatorName=iqn.1991-05.com.microsoft:other")}, "InitiatorName changed"},
-		{"TargetName changed", Request{CSG: 1, ISID: isid, Data: text("TargetName=iqn.2026-11.org.mhcodi:prod.node-b.web1.data")}, "TargetName changed"},
-		{"SessionType changed", Request{CSG: 1, ISID: isid, Data: text("SessionType=Discovery")}, "SessionType changed"},
-		{"InitiatorAlias changed", Request{CSG: 1, ISID: isid, Data: text("InitiatorAlias=other")}, "InitiatorAlias changed"},
+		{"key offered again", Request{CSG: 1, ISID: isid, Data: textData("MaxBurstLength=512")}, "twice"},
+		{"InitiatorName changed", Request{CSG: 1, ISID: isid, Data: textData("InitiatorName=iqn.1991-05.com.microsoft:other")}, "InitiatorName changed"},
+		{"TargetName changed", Request{CSG: 1, ISID: isid, Data: textData("TargetName=iqn.2026-11.org.mhcodi:prod.node-b.web1.data")}, "TargetName changed"},
+		{"SessionType changed", Request{CSG: 1, ISID: isid, Data: textData("SessionType=Discovery")}, "SessionType changed"},
+		{"InitiatorAlias changed", Request{CSG: 1, ISID: isid, Data: textData("InitiatorAlias=other")}, "InitiatorAlias changed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			l, _ := newLogin(allow, Limits{})
 			f := first
-			f.Data = append(append([]byte{}, f.Data...), text("MaxBurstLength=512")...)
+			f.Data = append(append([]byte{}, f.Data...), textData("MaxBurstLength=512")...)
 			step(t, l, f)
-			e := stepFail(t, l, tc.next, StatusInitiatorError)
+			e := stepFail(t, l, tc.next, text.StatusInitiatorError)
 			assert.ErrorContains(t, e, tc.msg)
 		})
 	}
@@ -845,9 +857,9 @@ func TestSequenceViolations(t *testing.T) {
 func TestIdentityRepeatedUnchanged(t *testing.T) {
 	// Names compare case-insensitively, and are reported lower-cased.
 	l, calls := newLogin(allow, Limits{})
-	step(t, l, Request{CSG: 1, ISID: isid, Data: text("InitiatorName=IQN.2004-10.com.Ubuntu:01:ABC", "TargetName="+strings.ToUpper(targetIQN))})
+	step(t, l, Request{CSG: 1, ISID: isid, Data: textData("InitiatorName=IQN.2004-10.com.Ubuntu:01:ABC", "TargetName="+strings.ToUpper(targetIQN))})
 	assert.Equal(t, []authCall{{"iqn.2004-10.com.ubuntu:01:abc", targetIQN, false}}, *calls)
-	step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text("InitiatorName=iqn.2004-10.com.ubuntu:01:abc", "SessionType=Normal", "InitiatorAlias=late")})
+	step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData("InitiatorName=iqn.2004-10.com.ubuntu:01:abc", "SessionType=Normal", "InitiatorAlias=late")})
 	assert.True(t, l.Done())
 	assert.Equal(t, "late", l.Result().InitiatorAlias)
 	assert.Len(t, *calls, 1, "Authorize is asked once")
@@ -855,11 +867,11 @@ func TestIdentityRepeatedUnchanged(t *testing.T) {
 
 func TestRequestLimit(t *testing.T) {
 	l, _ := newLogin(allow, Limits{})
-	step(t, l, Request{CSG: 1, ISID: isid, Data: text(openISCSIIdentity...)})
+	step(t, l, Request{CSG: 1, ISID: isid, Data: textData(openISCSIIdentity...)})
 	for range maxLoginRequests - 1 {
 		step(t, l, Request{CSG: 1, ISID: isid})
 	}
-	stepFail(t, l, Request{CSG: 1, ISID: isid}, StatusInitiatorError)
+	stepFail(t, l, Request{CSG: 1, ISID: isid}, text.StatusInitiatorError)
 }
 
 func TestContinuedTextLimit(t *testing.T) {
@@ -871,26 +883,26 @@ func TestContinuedTextLimit(t *testing.T) {
 	for range maxLoginText / len(chunk) {
 		step(t, l, Request{Continue: true, CSG: 1, ISID: isid, Data: chunk})
 	}
-	stepFail(t, l, Request{Continue: true, CSG: 1, ISID: isid, Data: []byte("a")}, StatusInitiatorError)
+	stepFail(t, l, Request{Continue: true, CSG: 1, ISID: isid, Data: []byte("a")}, text.StatusInitiatorError)
 }
 
 func TestTargetAliasDeclared(t *testing.T) {
 	d := allow
 	d.TargetAlias = "web1-root"
 	l, _ := newLogin(d, Limits{TargetPortalGroupTag: 5, MaxRecvDataSegmentLength: 65536})
-	_, kvs := step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: text(openISCSIIdentity...)})
+	_, kvs := step(t, l, Request{Transit: true, CSG: 1, NSG: 3, ISID: isid, Data: textData(openISCSIIdentity...)})
 	assert.Equal(t, kvList("TargetAlias=web1-root", "TargetPortalGroupTag=5", "MaxRecvDataSegmentLength=65536"), kvs)
-	openISCSIAccepts(t, StageOperational, kvs)
+	openISCSIAccepts(t, text.StageOperational, kvs)
 	assert.EqualValues(t, 65536, l.Result().Params.TargetMaxRecvDataSegmentLength)
 }
 
 func TestStatus(t *testing.T) {
-	assert.EqualValues(t, 2, StatusAuthFailed.Class())
-	assert.EqualValues(t, 1, StatusAuthFailed.Detail())
-	assert.Equal(t, "0x0203 (target not found)", StatusNotFound.String())
-	assert.Equal(t, "0x02ff", Status(0x02ff).String())
-	r := RejectResponse(StatusSessionDoesNotExist)
+	assert.EqualValues(t, 2, text.StatusAuthFailed.Class())
+	assert.EqualValues(t, 1, text.StatusAuthFailed.Detail())
+	assert.Equal(t, "0x0203 (target not found)", text.StatusNotFound.String())
+	assert.Equal(t, "0x02ff", text.Status(0x02ff).String())
+	r := RejectResponse(text.StatusSessionDoesNotExist)
 	assert.Equal(t, Response{StatusClass: 2, StatusDetail: 0x0a}, r)
-	e := &Error{Status: StatusAuthFailed, Err: errors.New("bad")}
+	e := &Error{Status: text.StatusAuthFailed, Err: errors.New("bad")}
 	assert.Equal(t, "iscsi login rejected with status 0x0201 (authentication failure): bad", e.Error())
 }

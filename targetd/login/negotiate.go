@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 // Params are the negotiated operational parameters of a connection and its
@@ -163,100 +165,100 @@ type negotiator struct {
 // is false when nothing is to be sent (declarative keys, or an initiator
 // echoing a reserved answer constant).
 func (n *negotiator) reply(key, value string) (answer string, ok bool) {
-	if isReserved(value) {
+	if text.IsReserved(value) {
 		return "", false
 	}
 	spec := lookupKey(key)
 	switch spec.class {
 	case classUnknown:
-		return valueNotUnderstood, true
+		return text.ValueNotUnderstood, true
 	case classTargetOnly, classFFP:
 		// An initiator may not declare target keys, and SendTargets
 		// belongs to full feature phase.
-		return valueReject, true
+		return text.ValueReject, true
 	case classOperational:
 	default:
 		// Identity and security keys are handled by the login itself.
-		return valueReject, true
+		return text.ValueReject, true
 	}
 	if spec.use == useLO && !n.leading {
 		// Session-wide keys are settled by the leading connection.
-		return valueIrrelevant, true
+		return text.ValueIrrelevant, true
 	}
 	if spec.discoveryIrrelevant && n.discovery {
-		return valueIrrelevant, true
+		return text.ValueIrrelevant, true
 	}
 	p := n.p
 	switch key {
-	case KeyHeaderDigest:
+	case text.KeyHeaderDigest:
 		return n.digest(value, &p.HeaderDigest), true
-	case KeyDataDigest:
+	case text.KeyDataDigest:
 		return n.digest(value, &p.DataDigest), true
-	case KeyMaxRecvDataSegmentLength:
+	case text.KeyMaxRecvDataSegmentLength:
 		// Declarative: the initiator tells how much it can receive.
-		v, err := parseNumber(value)
+		v, err := text.ParseNumber(value)
 		if err != nil || v < minDataSegment || v > maxDataSegment {
-			return valueReject, true
+			return text.ValueReject, true
 		}
 		p.InitiatorMaxRecvDataSegmentLength = uint32(v)
 		return "", false
-	case KeyMaxConnections:
+	case text.KeyMaxConnections:
 		return numMin(value, 1, 65535, 1, func(v uint64) { p.MaxConnections = uint16(v) }), true
-	case KeyMaxBurstLength:
+	case text.KeyMaxBurstLength:
 		return numMin(value, minDataSegment, maxDataSegment, uint64(n.lim.MaxBurstLength),
 			func(v uint64) { p.MaxBurstLength = uint32(v) }), true
-	case KeyFirstBurstLength:
+	case text.KeyFirstBurstLength:
 		return numMin(value, minDataSegment, maxDataSegment, uint64(n.lim.FirstBurstLength),
 			func(v uint64) { p.FirstBurstLength = uint32(v) }), true
-	case KeyMaxOutstandingR2T:
+	case text.KeyMaxOutstandingR2T:
 		return numMin(value, 1, 65535, uint64(n.lim.MaxOutstandingR2T),
 			func(v uint64) { p.MaxOutstandingR2T = uint16(v) }), true
-	case KeyDefaultTime2Wait:
+	case text.KeyDefaultTime2Wait:
 		return numMax(value, 0, maxTime2, ourTime2Wait, func(v uint64) { p.DefaultTime2Wait = uint16(v) }), true
-	case KeyDefaultTime2Retain:
+	case text.KeyDefaultTime2Retain:
 		return numMin(value, 0, maxTime2, ourTime2Retain, func(v uint64) { p.DefaultTime2Retain = uint16(v) }), true
-	case KeyErrorRecoveryLevel:
+	case text.KeyErrorRecoveryLevel:
 		// Only level 0 is implemented: any offer comes down to 0.
 		return numMin(value, 0, 2, 0, func(v uint64) { p.ErrorRecoveryLevel = uint8(v) }), true
-	case KeyInitialR2T:
+	case text.KeyInitialR2T:
 		return boolOr(value, n.lim.RequireInitialR2T, &p.InitialR2T), true
-	case KeyImmediateData:
+	case text.KeyImmediateData:
 		return boolAnd(value, !n.lim.DisableImmediateData, &p.ImmediateData), true
-	case KeyDataPDUInOrder:
+	case text.KeyDataPDUInOrder:
 		// Out-of-order data is not implemented: OR with our Yes.
 		return boolOr(value, true, &p.DataPDUInOrder), true
-	case KeyDataSequenceInOrder:
+	case text.KeyDataSequenceInOrder:
 		return boolOr(value, true, &p.DataSequenceInOrder), true
-	case KeyTaskReporting:
+	case text.KeyTaskReporting:
 		// Only the RFC 3720 semantics (no ResponseFence, no FastAbort).
-		if listHas(value, "RFC3720") {
+		if text.ListHas(value, "RFC3720") {
 			return "RFC3720", true
 		}
-		return valueReject, true
-	case KeyProtocolLevel:
+		return text.ValueReject, true
+	case text.KeyProtocolLevel:
 		return numMin(value, 0, 31, ourProtocolLevel, func(uint64) {}), true
-	case KeyIFMarker, KeyOFMarker, KeyIFMarkInt, KeyOFMarkInt:
+	case text.KeyIFMarker, text.KeyOFMarker, text.KeyIFMarkInt, text.KeyOFMarkInt:
 		// RFC 7143 obsoletes markers: Reject (a SHOULD for IFMarker and
 		// OFMarker, a MUST for the *MarkInt keys). open-iscsi and libiscsi
 		// ignore the answer; LIO answers the same.
-		return valueReject, true
-	case KeyRDMAExtensions:
+		return text.ValueReject, true
+	case text.KeyRDMAExtensions:
 		// iSER is not supported: Boolean AND with our No.
-		if _, err := parseBool(value); err != nil {
-			return valueReject, true
+		if _, err := text.ParseBool(value); err != nil {
+			return text.ValueReject, true
 		}
 		return "No", true
-	case KeyInitiatorRecvDataSegmentLength, KeyTargetRecvDataSegmentLength:
+	case text.KeyInitiatorRecvDataSegmentLength, text.KeyTargetRecvDataSegmentLength:
 		// Only meaningful with RDMAExtensions=Yes, which we never agree to.
-		return valueIrrelevant, true
+		return text.ValueIrrelevant, true
 	}
-	return valueNotUnderstood, true
+	return text.ValueNotUnderstood, true
 }
 
 // digest answers a HeaderDigest/DataDigest list: the first value of the
 // initiator's list the target allows (§6.2.1), or Reject.
 func (n *negotiator) digest(value string, crc *bool) string {
-	for _, v := range splitList(value) {
+	for _, v := range text.SplitList(value) {
 		switch {
 		case v == "None" && n.lim.DigestsAllowed&DigestNone != 0:
 			*crc = false
@@ -266,16 +268,16 @@ func (n *negotiator) digest(value string, crc *bool) string {
 			return v
 		}
 	}
-	return valueReject
+	return text.ValueReject
 }
 
 // numMin answers a numerical key whose result function is Minimum: the
 // smaller of the offer and ours. An offer outside [lo, hi] is inadmissible
 // and answered Reject, leaving the default in place (§6.2.2).
 func numMin(value string, lo, hi, ours uint64, set func(uint64)) string {
-	v, err := parseNumber(value)
+	v, err := text.ParseNumber(value)
 	if err != nil || v < lo || v > hi {
-		return valueReject
+		return text.ValueReject
 	}
 	r := min(v, ours)
 	set(r)
@@ -284,9 +286,9 @@ func numMin(value string, lo, hi, ours uint64, set func(uint64)) string {
 
 // numMax answers a numerical key whose result function is Maximum.
 func numMax(value string, lo, hi, ours uint64, set func(uint64)) string {
-	v, err := parseNumber(value)
+	v, err := text.ParseNumber(value)
 	if err != nil || v < lo || v > hi {
-		return valueReject
+		return text.ValueReject
 	}
 	r := max(v, ours)
 	set(r)
@@ -295,33 +297,33 @@ func numMax(value string, lo, hi, ours uint64, set func(uint64)) string {
 
 // boolOr answers a Boolean key whose result is the OR of both sides.
 func boolOr(value string, ours bool, res *bool) string {
-	v, err := parseBool(value)
+	v, err := text.ParseBool(value)
 	if err != nil {
-		return valueReject
+		return text.ValueReject
 	}
 	*res = v || ours
-	return formatBool(*res)
+	return text.FormatBool(*res)
 }
 
 // boolAnd answers a Boolean key whose result is the AND of both sides.
 func boolAnd(value string, ours bool, res *bool) string {
-	v, err := parseBool(value)
+	v, err := text.ParseBool(value)
 	if err != nil {
-		return valueReject
+		return text.ValueReject
 	}
 	*res = v && ours
-	return formatBool(*res)
+	return text.FormatBool(*res)
 }
 
 // settle enforces the cross-key rule FirstBurstLength <= MaxBurstLength
 // (RFC 7143 §13, FirstBurstLength) once all keys are known, correcting the answer already built.
-func (n *negotiator) settle(replies []KV) {
+func (n *negotiator) settle(replies []text.KV) {
 	if n.p.FirstBurstLength <= n.p.MaxBurstLength {
 		return
 	}
 	n.p.FirstBurstLength = n.p.MaxBurstLength
 	for i := range replies {
-		if replies[i].Key == KeyFirstBurstLength {
+		if replies[i].Key == text.KeyFirstBurstLength {
 			replies[i].Value = strconv.FormatUint(uint64(n.p.FirstBurstLength), 10)
 		}
 	}
@@ -334,37 +336,37 @@ func (n *negotiator) settle(replies []KV) {
 // NotUnderstood. SendTargets is left to the caller (see SendTargets) and
 // gets no answer here. A key offered twice is a protocol error: the caller
 // rejects the PDU.
-func NegotiateText(p *Params, kvs []KV) ([]KV, error) {
+func NegotiateText(p *Params, kvs []text.KV) ([]text.KV, error) {
 	if p == nil {
 		return nil, errors.New("login: NegotiateText needs the session's Params")
 	}
 	seen := make(map[string]bool, len(kvs))
-	var out []KV
+	var out []text.KV
 	for _, kv := range kvs {
 		if seen[kv.Key] {
 			return nil, fmt.Errorf("login: text request offers %s twice", kv.Key)
 		}
 		seen[kv.Key] = true
-		if isReserved(kv.Value) {
+		if text.IsReserved(kv.Value) {
 			continue
 		}
 		spec := lookupKey(kv.Key)
 		switch {
-		case kv.Key == KeySendTargets, kv.Key == KeyInitiatorAlias:
+		case kv.Key == text.KeySendTargets, kv.Key == text.KeyInitiatorAlias:
 			continue
-		case kv.Key == KeyMaxRecvDataSegmentLength:
-			v, err := parseNumber(kv.Value)
+		case kv.Key == text.KeyMaxRecvDataSegmentLength:
+			v, err := text.ParseNumber(kv.Value)
 			if err != nil || v < minDataSegment || v > maxDataSegment {
-				out = append(out, KV{kv.Key, valueReject})
+				out = append(out, text.KV{Key: kv.Key, Value: text.ValueReject})
 				continue
 			}
 			p.InitiatorMaxRecvDataSegmentLength = uint32(v)
 		case spec.class == classUnknown:
-			out = append(out, KV{kv.Key, valueNotUnderstood})
+			out = append(out, text.KV{Key: kv.Key, Value: text.ValueNotUnderstood})
 		default:
 			// Login-only, leading-only, security and target keys cannot
 			// change in full feature phase.
-			out = append(out, KV{kv.Key, valueReject})
+			out = append(out, text.KV{Key: kv.Key, Value: text.ValueReject})
 		}
 	}
 	return out, nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 // Portal is one network portal of a target: Address is "host:port" with an
@@ -33,15 +35,15 @@ type TargetInfo struct {
 //
 // An empty result means no target matched; the Text Response then carries
 // no data.
-func SendTargets(value string, targets []TargetInfo) []KV {
-	var out []KV
+func SendTargets(value string, targets []TargetInfo) []text.KV {
+	var out []text.KV
 	for _, t := range targets {
 		if value != "All" && value != "" && !strings.EqualFold(value, t.Name) {
 			continue
 		}
-		out = append(out, KV{KeyTargetName, t.Name})
+		out = append(out, text.KV{Key: text.KeyTargetName, Value: t.Name})
 		for _, p := range t.Portals {
-			out = append(out, KV{KeyTargetAddress, p.Address + "," + strconv.Itoa(int(p.Tag))})
+			out = append(out, text.KV{Key: text.KeyTargetAddress, Value: p.Address + "," + strconv.Itoa(int(p.Tag))})
 		}
 	}
 	return out
@@ -51,16 +53,16 @@ func SendTargets(value string, targets []TargetInfo) []KV {
 // tests): TargetName starts a target, the TargetAddress pairs after it are
 // its portals.
 func ParseSendTargets(data []byte) ([]TargetInfo, error) {
-	kvs, err := parseText(data, true)
+	kvs, err := text.ParseTextRepeats(data)
 	if err != nil {
 		return nil, fmt.Errorf("login: SendTargets response: %w", err)
 	}
 	var out []TargetInfo
 	for _, kv := range kvs {
 		switch kv.Key {
-		case KeyTargetName:
+		case text.KeyTargetName:
 			out = append(out, TargetInfo{Name: kv.Value})
-		case KeyTargetAddress:
+		case text.KeyTargetAddress:
 			if len(out) == 0 {
 				return nil, fmt.Errorf("login: SendTargets response: TargetAddress %q before any TargetName", kv.Value)
 			}

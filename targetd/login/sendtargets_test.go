@@ -5,6 +5,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mhcodi/mhcodi/iscsi/text"
 )
 
 func TestSendTargets(t *testing.T) {
@@ -22,19 +24,19 @@ func TestSendTargets(t *testing.T) {
 		SendTargets("IQN.2026-11.org.mhcodi:prod.node-b.WEB1.root", targets), "names compare case-insensitively")
 	assert.Empty(t, SendTargets("iqn.2026-11.org.mhcodi:prod.node-b.web2.root", targets))
 	assert.Empty(t, SendTargets("All", nil))
-	assert.Empty(t, EncodeText(SendTargets("All", nil)), "no match: a Text Response without data")
+	assert.Empty(t, text.EncodeText(SendTargets("All", nil)), "no match: a Text Response without data")
 }
 
 func TestParseSendTargets(t *testing.T) {
-	got, err := ParseSendTargets(text("TargetName=iqn.a", "TargetAddress=[2001:db8::1]:3260,7", "TargetName=iqn.b"))
+	got, err := ParseSendTargets(textData("TargetName=iqn.a", "TargetAddress=[2001:db8::1]:3260,7", "TargetName=iqn.b"))
 	require.NoError(t, err)
 	assert.Equal(t, []TargetInfo{{Name: "iqn.a", Portals: []Portal{{"[2001:db8::1]:3260", 7}}}, {Name: "iqn.b"}}, got)
 
 	for name, data := range map[string][]byte{
-		"address first": text("TargetAddress=10.0.0.1:3260,1"),
-		"no tag":        text("TargetName=iqn.a", "TargetAddress=10.0.0.1:3260"),
-		"bad tag":       text("TargetName=iqn.a", "TargetAddress=10.0.0.1:3260,x"),
-		"tag too big":   text("TargetName=iqn.a", "TargetAddress=10.0.0.1:3260,65536"),
+		"address first": textData("TargetAddress=10.0.0.1:3260,1"),
+		"no tag":        textData("TargetName=iqn.a", "TargetAddress=10.0.0.1:3260"),
+		"bad tag":       textData("TargetName=iqn.a", "TargetAddress=10.0.0.1:3260,x"),
+		"tag too big":   textData("TargetName=iqn.a", "TargetAddress=10.0.0.1:3260,65536"),
 		"malformed":     []byte("TargetName"),
 	} {
 		_, err := ParseSendTargets(data)

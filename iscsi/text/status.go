@@ -1,4 +1,4 @@
-package login
+package text
 
 import "fmt"
 
@@ -63,28 +63,9 @@ func (s Status) String() string {
 	return fmt.Sprintf("0x%04x", uint16(s))
 }
 
-// Error is a failed login: the status sent to the initiator and the reason,
-// for the target's log. The connection must be closed once the response
-// carrying Status is sent.
-type Error struct {
-	Status Status
-	Err    error
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("iscsi login rejected with status %s: %v", e.Status, e.Err)
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// loginError builds an *Error with a formatted reason; %w in format wraps.
-func loginError(s Status, format string, args ...any) *Error {
-	return &Error{Status: s, Err: fmt.Errorf(format, args...)}
-}
-
-// RejectResponse is a Login Response refusing the login with status s, for
-// the engine's own refusals (unknown TSIH, too many sessions...) made
-// without a Login. The engine closes the connection after sending it.
-func RejectResponse(s Status) Response {
-	return Response{StatusClass: s.Class(), StatusDetail: s.Detail()}
-}
+// Login stages (CSG/NSG, RFC 7143 §11.12.3).
+const (
+	StageSecurity    uint8 = 0
+	StageOperational uint8 = 1
+	StageFullFeature uint8 = 3
+)

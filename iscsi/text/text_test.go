@@ -1,4 +1,4 @@
-package login
+package text
 
 import (
 	"bytes"
@@ -122,7 +122,7 @@ func TestParseNumber(t *testing.T) {
 		{" 1", 0, false},
 	}
 	for _, tc := range tests {
-		got, err := parseNumber(tc.in)
+		got, err := ParseNumber(tc.in)
 		if !tc.ok {
 			assert.Error(t, err, tc.in)
 			continue
@@ -150,7 +150,7 @@ func TestDecodeBinary(t *testing.T) {
 		{"0x", nil, false},
 	}
 	for _, tc := range tests {
-		got, err := decodeBinary(tc.in)
+		got, err := DecodeBinary(tc.in)
 		if !tc.ok {
 			assert.Error(t, err, tc.in)
 			continue
@@ -158,7 +158,7 @@ func TestDecodeBinary(t *testing.T) {
 		require.NoError(t, err, tc.in)
 		assert.Equal(t, tc.want, got, tc.in)
 	}
-	assert.Equal(t, "0x00ff10", encodeHex([]byte{0, 0xff, 0x10}))
+	assert.Equal(t, "0x00ff10", EncodeHex([]byte{0, 0xff, 0x10}))
 }
 
 func FuzzParseText(f *testing.F) {

@@ -1,4 +1,11 @@
-package login
+// Package text is the iSCSI text and login codec both the target and the
+// initiator use (RFC 7143 §6, §11.12-13, §12.1.3, §13): key=value text data
+// segments, the key names and their value limits, numerical, boolean and
+// binary values, Login Response status codes, login stages and the CHAP
+// (RFC 1994) response. It keeps no state and does no I/O; the target's
+// login state machine is targetd/login, the initiator's is in
+// initiator/iscsiclient.
+package text
 
 import (
 	"bytes"
@@ -19,16 +26,16 @@ type KV struct{ Key, Value string }
 const (
 	// MaxKeyLen is the longest key name.
 	MaxKeyLen = 63
-	// maxSimpleValue is the longest simple-value "if not otherwise
+	// MaxSimpleValue is the longest simple-value "if not otherwise
 	// specified" (not counting the delimiter).
-	maxSimpleValue = 255
-	// maxNameLen is the longest iSCSI name (§4.2.7.1).
-	maxNameLen = 223
-	// maxBinaryLen is the longest decoded CHAP_C / CHAP_R (§12.1.3).
-	maxBinaryLen = 1024
+	MaxSimpleValue = 255
+	// MaxNameLen is the longest iSCSI name (§4.2.7.1).
+	MaxNameLen = 223
+	// MaxBinaryLen is the longest decoded CHAP_C / CHAP_R (§12.1.3).
+	MaxBinaryLen = 1024
 	// maxBinaryText is the longest encoded binary value we accept: "0x"
 	// plus two hex digits per byte (base64 is shorter).
-	maxBinaryText = 2 + 2*maxBinaryLen
+	maxBinaryText = 2 + 2*MaxBinaryLen
 	// maxListValue bounds list-of-values keys (AuthMethod, digests...):
 	// each element is a simple-value, the list itself has no RFC limit, so
 	// this only stops absurd input.
@@ -40,9 +47,9 @@ const (
 
 // Reserved values that are answers, never offers (§6.2).
 const (
-	valueReject        = "Reject"
-	valueIrrelevant    = "Irrelevant"
-	valueNotUnderstood = "NotUnderstood"
+	ValueReject        = "Reject"
+	ValueIrrelevant    = "Irrelevant"
+	ValueNotUnderstood = "NotUnderstood"
 )
 
 // ParseText parses a text data segment (Login or Text Request): key=value
@@ -53,6 +60,12 @@ const (
 // tolerated; empty pairs elsewhere are not.
 func ParseText(data []byte) ([]KV, error) {
 	return parseText(data, false)
+}
+
+// ParseTextRepeats is ParseText allowing repeated keys (SendTargets
+// responses repeat TargetName and TargetAddress).
+func ParseTextRepeats(data []byte) ([]KV, error) {
+	return parseText(data, true)
 }
 
 // parseText is ParseText, optionally allowing repeated keys (SendTargets
@@ -100,7 +113,7 @@ func parsePair(pair []byte) (KV, error) {
 	}
 	i := bytes.IndexByte(pair, '=')
 	if i < 0 {
-		return KV{}, fmt.Errorf("%q has no '='", truncate(string(pair)))
+		return KV{}, fmt.Errorf("%q has no '='", Truncate(string(pair)))
 	}
 	kv := KV{Key: string(pair[:i]), Value: string(pair[i+1:])}
 	if err := validKey(kv.Key); err != nil {
@@ -120,7 +133,7 @@ func validKey(k string) error {
 		return errors.New("empty key name")
 	}
 	if len(k) > MaxKeyLen {
-		return fmt.Errorf("key name %q is longer than %d bytes", truncate(k), MaxKeyLen)
+		return fmt.Errorf("key name %q is longer than %d bytes", Truncate(k), MaxKeyLen)
 	}
 	if !isLetter(k[0]) {
 		return fmt.Errorf("key name %q does not start with a letter", k)
@@ -152,8 +165,8 @@ func validValue(key, v string) error {
 		// Unknown keys: every element of what may be a list is still a
 		// simple-value.
 		for _, e := range strings.Split(v, ",") {
-			if len(e) > maxSimpleValue {
-				return fmt.Errorf("value of %s has a %d-byte element, more than the %d allowed", key, len(e), maxSimpleValue)
+			if len(e) > MaxSimpleValue {
+				return fmt.Errorf("value of %s has a %d-byte element, more than the %d allowed", key, len(e), MaxSimpleValue)
 			}
 		}
 	}
@@ -209,16 +222,16 @@ func SplitData(data []byte, max int) [][]byte {
 	return append(out, data)
 }
 
-// parseNumber parses a numerical-value: a decimal-constant, or a
+// ParseNumber parses a numerical-value: a decimal-constant, or a
 // regular-binary-value (0x hex or 0b base64) of at most 64 bits (§6.1).
-func parseNumber(s string) (uint64, error) {
+func ParseNumber(s string) (uint64, error) {
 	if len(s) > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X' || s[1] == 'b' || s[1] == 'B') {
-		b, err := decodeBinary(s)
+		b, err := DecodeBinary(s)
 		if err != nil {
 			return 0, err
 		}
 		if len(b) > 8 {
-			return 0, fmt.Errorf("number %q is wider than 64 bits", truncate(s))
+			return 0, fmt.Errorf("number %q is wider than 64 bits", Truncate(s))
 		}
 		var buf [8]byte
 		copy(buf[8-len(b):], b)
@@ -229,40 +242,40 @@ func parseNumber(s string) (uint64, error) {
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < '0' || s[i] > '9' {
-			return 0, fmt.Errorf("%q is not a decimal number", truncate(s))
+			return 0, fmt.Errorf("%q is not a decimal number", Truncate(s))
 		}
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("number %q: %w", truncate(s), err)
+		return 0, fmt.Errorf("number %q: %w", Truncate(s), err)
 	}
 	return v, nil
 }
 
-// parseBool parses a boolean-value: exactly "Yes" or "No".
-func parseBool(s string) (bool, error) {
+// ParseBool parses a boolean-value: exactly "Yes" or "No".
+func ParseBool(s string) (bool, error) {
 	switch s {
 	case "Yes":
 		return true, nil
 	case "No":
 		return false, nil
 	}
-	return false, fmt.Errorf("%q is not Yes or No", truncate(s))
+	return false, fmt.Errorf("%q is not Yes or No", Truncate(s))
 }
 
-func formatBool(b bool) string {
+func FormatBool(b bool) string {
 	if b {
 		return "Yes"
 	}
 	return "No"
 }
 
-// decodeBinary decodes a hex-constant ("0x"/"0X", an odd digit count
+// DecodeBinary decodes a hex-constant ("0x"/"0X", an odd digit count
 // meaning a leading zero nibble) or a base64-constant ("0b"/"0B", padding
 // optional) (§6.1).
-func decodeBinary(s string) ([]byte, error) {
+func DecodeBinary(s string) ([]byte, error) {
 	if len(s) < 3 || s[0] != '0' {
-		return nil, fmt.Errorf("%q is neither a 0x hex nor a 0b base64 constant", truncate(s))
+		return nil, fmt.Errorf("%q is neither a 0x hex nor a 0b base64 constant", Truncate(s))
 	}
 	body := s[2:]
 	switch s[1] {
@@ -272,7 +285,7 @@ func decodeBinary(s string) ([]byte, error) {
 		}
 		b, err := hex.DecodeString(body)
 		if err != nil {
-			return nil, fmt.Errorf("bad hex constant %q: %w", truncate(s), err)
+			return nil, fmt.Errorf("bad hex constant %q: %w", Truncate(s), err)
 		}
 		return b, nil
 	case 'b', 'B':
@@ -282,22 +295,22 @@ func decodeBinary(s string) ([]byte, error) {
 		}
 		b, err := enc.Strict().DecodeString(body)
 		if err != nil {
-			return nil, fmt.Errorf("bad base64 constant %q: %w", truncate(s), err)
+			return nil, fmt.Errorf("bad base64 constant %q: %w", Truncate(s), err)
 		}
 		if len(b) == 0 {
-			return nil, fmt.Errorf("empty base64 constant %q", truncate(s))
+			return nil, fmt.Errorf("empty base64 constant %q", Truncate(s))
 		}
 		return b, nil
 	}
-	return nil, fmt.Errorf("%q is neither a 0x hex nor a 0b base64 constant", truncate(s))
+	return nil, fmt.Errorf("%q is neither a 0x hex nor a 0b base64 constant", Truncate(s))
 }
 
-// encodeHex encodes binary data as a hex-constant, the form every
+// EncodeHex encodes binary data as a hex-constant, the form every
 // initiator parses (libiscsi only understands 0x).
-func encodeHex(b []byte) string { return "0x" + hex.EncodeToString(b) }
+func EncodeHex(b []byte) string { return "0x" + hex.EncodeToString(b) }
 
-// truncate shortens untrusted text quoted in error messages.
-func truncate(s string) string {
+// Truncate shortens untrusted text quoted in error messages.
+func Truncate(s string) string {
 	const n = 64
 	if len(s) <= n {
 		return s
