@@ -185,7 +185,6 @@ func TestLeaseWatchNewCheckReplacesTheTimer(t *testing.T) {
 
 // recordingOperator records the automatic failovers asked of it.
 type recordingOperator struct {
-	fakeOperator
 	mu    sync.Mutex
 	asked []string
 	done  chan string
