@@ -541,7 +541,11 @@ func (s *Server) destroyLocked(ctx context.Context, f Foreign, selfFence bool) {
 	if strings.HasPrefix(f.Reason, "self-fence") {
 		kind = events.KindSelfFence
 	}
-	s.emit(events.Event{Kind: kind, Guest: f.Guest, Epoch: f.Epoch, Detail: "owner " + orNone(f.Owner), Reason: f.Reason, Err: in.Err})
+	detail := ""
+	if f.Owner != "" {
+		detail = "the ledger's owner: " + f.Owner
+	}
+	s.emit(events.Event{Kind: kind, Guest: f.Guest, Epoch: f.Epoch, Detail: detail, Reason: f.Reason, Err: in.Err})
 	s.addIncident(in)
 }
 
