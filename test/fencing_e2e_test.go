@@ -340,7 +340,12 @@ func startedAt(t *testing.T, h *cluster.Host) time.Time {
 func TestFencingQuorumFailover(t *testing.T) {
 	fencingBinaries(t)
 	img := guestImage(t)
-	c := fencingCluster(t, img, true, "auto_failover: true")
+	// The alert hook appends every event it is given to hook.jsonl.
+	hookDir := t.TempDir()
+	hookOut := filepath.Join(hookDir, "hook.jsonl")
+	hook := filepath.Join(hookDir, "notify")
+	require.NoError(t, os.WriteFile(hook, []byte("#!/bin/sh\nexec cat >> "+hookOut+"\n"), 0o755))
+	c := fencingCluster(t, img, true, "auto_failover: true", "event_hook: "+hook)
 	ttl, margin := c.Config.Timeouts.LeaseTTL, c.Config.Fencing.LeaseMargin
 	require.Equal(t, configs.DefaultLeaseTTL, ttl, "the figure is for default timeouts")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -419,9 +424,36 @@ func TestFencingQuorumFailover(t *testing.T) {
 	t.Logf("node-b$ mhcodi verify → exit %d\n%s%s", vr.Code, vr.Stdout, vr.Stderr)
 	assert.Equal(t, 0, vr.Code, "verify finds nothing wrong once node-a's leg is resynced")
 
+	// The event log tells the story in order, from both nodes' journals,
+	// and the alert hook was given it.
+	er, err := b.CLI(ctx, "events", "--guest", "demo")
+	require.NoError(t, err)
+	t.Logf("node-b$ mhcodi events --guest demo → exit %d\n%s%s", er.Code, er.Stdout, er.Stderr)
+	assert.Equal(t, 0, er.Code)
+	inOrder(t, er.Stdout, "node-a  self-fence  demo", "node-b  failover  demo", "node-b  owner  demo",
+		"automatic failover: done", "node-b  resync-done  demo")
+	assert.Contains(t, er.Stdout, "node-a → node-b")
+	require.Eventually(t, func() bool {
+		b, _ := os.ReadFile(hookOut)
+		return strings.Contains(string(b), `"kind":"self-fence"`) && strings.Contains(string(b), `"kind":"resync-done"`)
+	}, 30*time.Second, 100*time.Millisecond, "the alert hook gets the events")
+
 	r.stopAndCompare(ctx, b, gb)
 	rep := r.checkWrites()
 	checkOwners(t, rep, c, map[string]string{"node-a": "node-b"}, rec.Epoch)
+}
+
+// inOrder asserts that out holds each of want, in that order.
+func inOrder(t *testing.T, out string, want ...string) {
+	t.Helper()
+	rest := out
+	for _, w := range want {
+		i := strings.Index(rest, w)
+		if !assert.GreaterOrEqual(t, i, 0, "%q missing, or not after the one before it, in:\n%s", w, out) {
+			return
+		}
+		rest = rest[i+len(w):]
+	}
 }
 
 // TestFencingForcedFailover: two hosts, no witness. With node-a cut off, a
