@@ -23,11 +23,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	systemd "github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/initiator/bridge"
 	"github.com/mhcodi/mhcodi/internal/cliflag"
+	"github.com/mhcodi/mhcodi/internal/daemon"
 )
 
 func main() {
@@ -36,7 +37,7 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("mhcodi-bridge", flag.ContinueOnError)
-	cfgPath := fs.String("config", envOr("MHCODI_CONFIG", configs.DefaultPath), "cluster file")
+	cfgPath := daemon.ConfigFlag(fs)
 	node := fs.String("node", "", "the node this bridge runs on; its own legs are not served (required)")
 	guest := fs.String("guest", "", "the guest whose remote legs are served (required)")
 	socketDir := fs.String("socket-dir", "", "directory for <disk>-<node>.sock and bridge.json (required)")
@@ -51,14 +52,13 @@ func run(args []string) int {
 	nopInterval := fs.Duration("nop-interval", 2*time.Second, "send a NOP-Out ping this often")
 	nopTimeout := fs.Duration("nop-timeout", 3*time.Second, "drop a connection whose ping is unanswered this long")
 	headerDigest := fs.Bool("header-digest", false, "offer CRC32C header digests")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logLevel := daemon.LogLevelFlag(fs)
 	guestPIDFile := fs.String("guest-pidfile", "", "the guest's qemu pid file: the bridge ends once that qemu is gone (a guest that powered off by itself)")
 	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
 		return code
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "mhcodi-bridge: --log-level: %v\n", err)
+	base, ok := daemon.Logger("mhcodi-bridge", *logLevel, os.Stderr)
+	if !ok {
 		return 2
 	}
 	for name, v := range map[string]string{"--node": *node, "--guest": *guest, "--socket-dir": *socketDir} {
@@ -67,7 +67,7 @@ func run(args []string) int {
 			return 2
 		}
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("node", *node, "guest", *guest)
+	log := base.With("node", *node, "guest", *guest)
 	cfg, err := configs.Load(*cfgPath)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mhcodi-bridge: %v\n", err)
@@ -101,12 +101,12 @@ func run(args []string) int {
 		log.Info("serving leg", "leg", l.Name, "socket", l.Socket, "target", l.Info.TargetIQN, "portal", l.Portal)
 	}
 	// Not under systemd, SdNotify does nothing and says so.
-	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+	if _, err := systemd.SdNotify(false, systemd.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY failed", "err", err)
 	}
 	fmt.Fprintln(os.Stderr, "mhcodi-bridge: ready")
 	err = b.Serve(ctx)
-	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	systemd.SdNotify(false, systemd.SdNotifyStopping)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mhcodi-bridge: %v\n", err)
 		return 1
@@ -148,13 +148,6 @@ func followGuest(ctx context.Context, pidfile string, log *slog.Logger, cancel c
 			return
 		}
 	}
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.

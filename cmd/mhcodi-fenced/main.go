@@ -31,6 +31,7 @@ import (
 	"github.com/mhcodi/mhcodi/fencing/member"
 	"github.com/mhcodi/mhcodi/fencing/ops"
 	"github.com/mhcodi/mhcodi/internal/cliflag"
+	"github.com/mhcodi/mhcodi/internal/daemon"
 	"github.com/mhcodi/mhcodi/internal/sdnotify"
 	"github.com/mhcodi/mhcodi/targetd/controlapi"
 )
@@ -45,22 +46,20 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("mhcodi-fenced", flag.ContinueOnError)
-	cfgPath := fs.String("config", envOr("MHCODI_CONFIG", configs.DefaultPath), "cluster file")
+	cfgPath := daemon.ConfigFlag(fs)
 	node := fs.String("node", "", "this node's name in the cluster file (required)")
 	witness := fs.Bool("witness", false, "run as the cluster's witness: a ledger member only, no guests (required for, and only for, a node whose role is witness)")
 	socket := fs.String("socket", "", "the local CLI's root-only socket (default /run/mhcodi/fenced-<node>.sock)")
 	targetdSocket := fs.String("targetd-socket", "", "targetd's control socket (default /run/mhcodi/targetd-<node>.sock)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logLevel := daemon.LogLevelFlag(fs)
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ip:port (default: the node's management address, port "+DefaultMetricsPort+"; \"off\" disables)")
 	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
 		return code
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "mhcodi-fenced: --log-level: %v\n", err)
+	log, ok := daemon.Logger("mhcodi-fenced", *logLevel, os.Stderr)
+	if !ok {
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *node == "" {
 		fmt.Fprintln(os.Stderr, "mhcodi-fenced: --node is required")
 		return 2
@@ -149,8 +148,7 @@ func serve(cfg *configs.Config, node string, witness bool, socket, targetdSocket
 	notify := sdnotify.New(log)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	sigs := daemon.Signals()
 	go func() {
 		for sig := range sigs {
 			if sig == syscall.SIGHUP {
@@ -233,11 +231,4 @@ func (c closeBoth) Close() error {
 		err = cerr
 	}
 	return err
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }

@@ -10,9 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
-	"os/signal"
 	"syscall"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 	"github.com/mhcodi/mhcodi/initiator/netlink"
 	"github.com/mhcodi/mhcodi/initiator/openiscsi"
 	"github.com/mhcodi/mhcodi/internal/cliflag"
+	"github.com/mhcodi/mhcodi/internal/daemon"
 	"github.com/mhcodi/mhcodi/internal/sdnotify"
 )
 
@@ -30,21 +29,19 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("mhcodi-initiator", flag.ContinueOnError)
-	cfgPath := fs.String("config", envOr("MHCODI_CONFIG", configs.DefaultPath), "cluster file")
+	cfgPath := daemon.ConfigFlag(fs)
 	node := fs.String("node", "", "this node's name in the cluster file (required)")
 	stateDir := fs.String("state-dir", initiator.DefaultStateDir, "`directory` of initiator-<node>.json, the state that \"mhcodi import status\" shows")
 	interval := fs.Duration("interval", time.Second, "time between two looks at sessions and links")
 	sysRoot := fs.String("sysfs", "/sys", "where sysfs is mounted")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logLevel := daemon.LogLevelFlag(fs)
 	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
 		return code
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "mhcodi-initiator: --log-level: %v\n", err)
+	log, ok := daemon.Logger("mhcodi-initiator", *logLevel, os.Stderr)
+	if !ok {
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *node == "" {
 		fmt.Fprintln(os.Stderr, "mhcodi-initiator: --node is required")
 		return 2
@@ -90,8 +87,7 @@ func run(args []string) int {
 	notify.Ready()
 	go notify.Watchdog(im.Healthy)
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	sigs := daemon.Signals()
 	for {
 		select {
 		case err := <-ran:
@@ -102,17 +98,7 @@ func run(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				notify.Reloading()
-				ncfg, err := configs.Load(*cfgPath)
-				if err == nil {
-					err = im.Reload(ncfg)
-				}
-				if err != nil {
-					log.Error("reload failed; keeping the previous configuration", "err", err)
-				} else {
-					log.Info("configuration reloaded")
-				}
-				notify.Ready()
+				daemon.Reload(notify, log, *cfgPath, im.Reload, "reload failed; keeping the previous configuration", nil)
 				continue
 			}
 			// Sessions and links stay: guests keep their disks while
@@ -124,11 +110,4 @@ func run(args []string) int {
 			return 0
 		}
 	}
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }

@@ -7,11 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/internal/cliflag"
+	"github.com/mhcodi/mhcodi/internal/daemon"
 	"github.com/mhcodi/mhcodi/internal/sdnotify"
 	"github.com/mhcodi/mhcodi/targetd"
 	"github.com/mhcodi/mhcodi/targetd/controlapi"
@@ -36,12 +35,12 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("mhcodi-targetd", flag.ContinueOnError)
-	cfgPath := fs.String("config", envOr("MHCODI_CONFIG", configs.DefaultPath), "cluster file")
+	cfgPath := daemon.ConfigFlag(fs)
 	node := fs.String("node", "", "this node's name in the cluster file (required)")
 	stateDir := fs.String("state-dir", "/var/lib/mhcodi", "fencing state and write log")
 	control := fs.String("control-socket", "", "control API socket (default /run/mhcodi/targetd-<node>.sock)")
 	listen := fs.String("listen", "", "override the node's SAN address (ip:port)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logLevel := daemon.LogLevelFlag(fs)
 	nopInterval := fs.Duration("nop-interval", 5*time.Second, "ping an initiator quiet for this long (NOP-In)")
 	nopTimeout := fs.Duration("nop-timeout", 10*time.Second, "drop a connection whose initiator does not answer a ping within this")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ip:port (default: the node's management address, port 9595; \"off\" disables)")
@@ -50,12 +49,10 @@ func run(args []string) int {
 	if code, ok := cliflag.Parse(fs, args, os.Stdout); !ok {
 		return code
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "mhcodi-targetd: --log-level: %v\n", err)
+	log, ok := daemon.Logger("mhcodi-targetd", *logLevel, os.Stderr)
+	if !ok {
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if *node == "" {
 		fmt.Fprintln(os.Stderr, "mhcodi-targetd: --node is required")
 		return 2
@@ -114,8 +111,7 @@ func run(args []string) int {
 	}
 	notify := sdnotify.New(log)
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	sigs := daemon.Signals()
 	served := make(chan error, 1)
 	go func() { served <- d.Serve(ln) }()
 	log.Info("mhcodi-targetd ready", "listen", ln.Addr().String(), "control", *control, "exports", len(d.Exports()))
@@ -139,17 +135,8 @@ func run(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				notify.Reloading()
-				ncfg, err := configs.Load(*cfgPath)
-				if err == nil {
-					err = d.Reload(ncfg)
-				}
-				if err != nil {
-					log.Error("reload failed; still serving the previous configuration", "err", err)
-				} else {
-					log.Info("configuration reloaded", "exports", len(d.Exports()))
-				}
-				notify.Ready()
+				daemon.Reload(notify, log, *cfgPath, d.Reload, "reload failed; still serving the previous configuration",
+					func() []any { return []any{"exports", len(d.Exports())} })
 				continue
 			}
 			log.Info("stopping: finishing in-flight commands", "signal", sig.String())
@@ -167,11 +154,4 @@ func run(args []string) int {
 			return 0
 		}
 	}
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
