@@ -49,6 +49,9 @@ type NodeStatus struct {
 	// Legs are the guests' arrays as their guestraid last reported them
 	// (guest → disk → state).
 	Legs map[string]map[string]channel.State `json:"legs,omitempty"`
+	// Stalled are the arrays whose sync has not progressed for a while,
+	// in seconds (guest → disk; only those syncing and standing still).
+	Stalled map[string]map[string]float64 `json:"stalled,omitempty"`
 	// Exports are the local targetd's exports with their fencing owner and
 	// epoch.
 	Exports []Export `json:"exports"`

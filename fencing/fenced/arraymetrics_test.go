@@ -106,6 +106,12 @@ func TestArrayCollectorFromChannelReports(t *testing.T) {
 		`mhcodi_fenced_array_sync_stalled_seconds{disk="root",guest="db"}`:         60,
 	}, gauges(t, reg))
 
+	// Its node's status says which sync stands still (verify's input).
+	s.clock = clk
+	ns, err := s.NodeStatus(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]map[string]float64{"db": {"root": 60}}, ns.Stalled)
+
 	// The guest stops: its series go with it.
 	drv.mu.Lock()
 	delete(drv.running, "db")

@@ -11,13 +11,37 @@ import (
 	"github.com/mhcodi/mhcodi/fencing/api"
 	"github.com/mhcodi/mhcodi/fencing/events"
 	"github.com/mhcodi/mhcodi/fencing/ledger"
+	"github.com/mhcodi/mhcodi/fencing/ops"
 	"github.com/mhcodi/mhcodi/guestraid/channel"
 )
 
 // ResyncStallAfter is how long a resync may stand still before it is an
-// event (the metric mhcodi_fenced_array_sync_stalled_seconds shows it
-// from the first second).
-const ResyncStallAfter = 2 * time.Minute
+// event and a verify finding (the metric
+// mhcodi_fenced_array_sync_stalled_seconds shows it from the first
+// second).
+const ResyncStallAfter = ops.ResyncStallAfter
+
+// StalledArrays are the arrays whose sync stands still at now, with for
+// how long in seconds (nil when none).
+func StalledArrays(arrays map[string]map[string]arrayReport, now time.Time) map[string]map[string]float64 {
+	var out map[string]map[string]float64
+	for g, disks := range arrays {
+		for d, r := range disks {
+			st := r.Track.Stalled(now)
+			if st <= 0 {
+				continue
+			}
+			if out == nil {
+				out = map[string]map[string]float64{}
+			}
+			if out[g] == nil {
+				out[g] = map[string]float64{}
+			}
+			out[g][d] = st.Seconds()
+		}
+	}
+	return out
+}
 
 // emit records e in this node's journal and hands it to the hook; it
 // never blocks on either for long (the journal is a local append).

@@ -209,6 +209,7 @@ func (s *Server) NodeStatus(ctx context.Context) (NodeStatusResponse, error) {
 	}
 	if s.channels != nil {
 		st.Legs = s.channels.Legs()
+		st.Stalled = StalledArrays(s.channels.Arrays(), s.clock.Now())
 	}
 	if !s.witness {
 		st.Bridges = s.bridges()

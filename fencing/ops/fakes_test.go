@@ -81,6 +81,8 @@ type world struct {
 	// waits for its ctx and records how long it was given in hangFor.
 	hang    []string
 	hangFor chan time.Duration
+	// stalled: node → guest → disk → seconds its sync stood still.
+	stalled map[string]map[string]map[string]float64
 }
 
 func (w world) view() api.ClusterView {
@@ -113,6 +115,7 @@ func (w world) status(node string) api.NodeStatus {
 		st.Legs = l
 	}
 	st.Bridges = w.bridges[node]
+	st.Stalled = w.stalled[node]
 	return st
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/mhcodi/mhcodi/configs"
 	"github.com/mhcodi/mhcodi/fencing/api"
@@ -44,7 +45,12 @@ const (
 	CodeImportMissing    = "import-missing"  // the runner has no session to a remote leg
 	CodeNPlusOne         = "n-plus-1"        // a node's guests would not fit on their other nodes
 	CodeBridgeMissing    = "bridge-missing"  // a node lacks the bridge of a guest's network (or its VLAN filtering)
+	CodeResyncStalled    = "resync-stalled"  // a guest's array has not progressed its sync for ResyncStallAfter
 )
+
+// ResyncStallAfter is how long an array's sync may stand still before
+// verify reports it (fenced's event log says it at the same time).
+const ResyncStallAfter = 2 * time.Minute
 
 // Finding is one thing mhcodi verify found.
 type Finding struct {
@@ -198,6 +204,13 @@ func (f Facts) verifyGuest(name string, add addFunc) {
 	for _, d := range g.Disks {
 		for _, n := range d.Legs {
 			f.verifyLeg(g, d, n, rec, running, add)
+		}
+		for _, n := range running {
+			nv, _ := f.node(n)
+			if secs := nv.Status.Stalled[name][d.Name]; secs >= ResyncStallAfter.Seconds() {
+				add(SeverityWarning, CodeResyncStalled, name, n, "%s's array of %s on %s has not progressed its sync for %s: check the legs' targets and the guest's I/O",
+					name, d.Name, n, time.Duration(secs*float64(time.Second)).Round(time.Second))
+			}
 		}
 	}
 }

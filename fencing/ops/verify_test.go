@@ -59,6 +59,14 @@ func TestVerify(t *testing.T) {
 			{SeverityError, CodeGuestDown, "db1 should run but its owner node-b does not answer"},
 			{SeverityError, CodeNPlusOne, "if node-a fails, web1 has nowhere to go"},
 		}},
+		{name: "a resync stands still", change: func(w *world) {
+			w.stalled = map[string]map[string]map[string]float64{
+				"node-b": {"db1": {"root": 600}},
+				"node-a": {"web1": {"root": ResyncStallAfter.Seconds() - 1}}, // not yet
+			}
+		}, want: []finding{
+			{SeverityWarning, CodeResyncStalled, "db1's array of root on node-b has not progressed its sync for 10m0s"},
+		}},
 		{name: "runs where it is not owned, and on two hosts", change: func(w *world) {
 			w.running["node-b"] = append(w.running["node-b"], "web1")
 		}, want: []finding{
