@@ -1,15 +1,15 @@
 package targetd
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -36,37 +36,6 @@ func TestLogLimit(t *testing.T) {
 	assert.Zero(t, n)
 	ok, _ = l.allow(t0.Add(89 * time.Second))
 	assert.False(t, ok, "a clock stepping back does not open the gate")
-}
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-// lines returns the logged lines that contain every one of words.
-func (b *syncBuffer) lines(words ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-next:
-	for _, l := range strings.Split(b.b.String(), "\n") {
-		for _, w := range words {
-			if !strings.Contains(l, w) {
-				continue next
-			}
-		}
-		if l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
 }
 
 // faultyVolume is a real volume whose device fails on demand: writes with
@@ -140,9 +109,9 @@ func (v *faultyVolume) SyncErr() error {
 // faultyDaemon is a daemon on the loopback config whose export serves a
 // faultyVolume, logging into the returned buffer, with a clock the test
 // moves.
-func faultyDaemon(t *testing.T) (*Daemon, *faultyVolume, *syncBuffer, func(time.Duration)) {
+func faultyDaemon(t *testing.T) (*Daemon, *faultyVolume, *syncbuf.Buffer, func(time.Duration)) {
 	t.Helper()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	var fv *faultyVolume
 	var mu sync.Mutex
 	now := time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC)
@@ -251,11 +220,11 @@ func TestSyncFailureLatchedExport(t *testing.T) {
 		assert.Equal(t, medium, senseOf(scsiCmd(t, d, write10(1), make([]byte, 512))), "writes fail too")
 	}
 
-	lines := logs.lines("level=ERROR", "fdatasync failed")
+	lines := logs.Lines("level=ERROR", "fdatasync failed")
 	require.Len(t, lines, 1, "logged once: %q", lines)
 	assert.Contains(t, lines[0], "volume=mhc-demo-root")
 	assert.Contains(t, lines[0], `err="volume mhc-demo-root: fdatasync: input/output error"`)
-	assert.Empty(t, logs.lines("volume I/O error"), "the refusals after the latch are not logged again")
+	assert.Empty(t, logs.Lines("volume I/O error"), "the refusals after the latch are not logged again")
 
 	ex := d.Exports()
 	require.Len(t, ex, 1)
@@ -279,7 +248,7 @@ func TestFullVolumeLoggedAndCounted(t *testing.T) {
 		require.Equal(t, noSpace, senseOf(scsiCmd(t, d, write10(2), make([]byte, 512))))
 		advance(time.Second)
 	}
-	lines := logs.lines("level=ERROR", "volume out of space")
+	lines := logs.Lines("level=ERROR", "volume out of space")
 	require.Len(t, lines, 2, "one line per 30 s over 50 s: %q", lines)
 	assert.Contains(t, lines[0], "volume=mhc-demo-root")
 	assert.Contains(t, lines[0], "no space left on device")

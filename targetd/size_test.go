@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -49,7 +51,7 @@ func TestSmallerVolumeRefusedAtStart(t *testing.T) {
 func TestLargerVolumeExportedWithWarning(t *testing.T) {
 	cfg := loopback(t, nil)
 	resizeLeg(t, cfg, 512<<20)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	d, err := New(Options{
 		Config: cfg, Node: "node-a", StateDir: t.TempDir(), Listen: "127.0.0.1:0",
 		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
@@ -59,7 +61,7 @@ func TestLargerVolumeExportedWithWarning(t *testing.T) {
 	ex := d.Exports()
 	require.Len(t, ex, 1)
 	assert.Equal(t, int64(512<<20), ex[0].Size)
-	lines := logs.lines("level=WARN", "volume is larger than its disk in the cluster file")
+	lines := logs.Lines("level=WARN", "volume is larger than its disk in the cluster file")
 	require.Len(t, lines, 1)
 	assert.Contains(t, lines[0], "volume=mhc-demo-root size=536870912 size_configured=268435456")
 }

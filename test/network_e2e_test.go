@@ -9,10 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -188,26 +189,9 @@ func linkExists(ctx context.Context, t *testing.T, h *cluster.Host, name string)
 type ptyConsole struct {
 	master *os.File
 	cmd    *exec.Cmd
-	out    syncBuffer
+	out    syncbuf.Buffer
 	done   chan struct{}
 	code   int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // openPTY opens a pseudo-terminal pair (no library: /dev/ptmx).
@@ -261,7 +245,7 @@ func attachConsole(ctx context.Context, t *testing.T, h *cluster.Host) *ptyConso
 	return p
 }
 
-func ioCopy(dst *syncBuffer, src *os.File) (int64, error) {
+func ioCopy(dst *syncbuf.Buffer, src *os.File) (int64, error) {
 	buf := make([]byte, 4096)
 	var n int64
 	for {

@@ -1,7 +1,6 @@
 package fenced
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,9 +15,10 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -76,24 +76,6 @@ func (ca *testCA) clientTLS(t *testing.T, name string) *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ca.leaf(t, name)}, RootCAs: ca.pool()}
 }
 
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // fakeOperator streams two lines, then fails.
 type fakeOperator struct{}
 
@@ -113,14 +95,14 @@ type runningServer struct {
 	td     *fakeTargetd
 	url    string
 	socket string
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	ca     *testCA
 }
 
 func startServer(t *testing.T) *runningServer {
 	cfg := testConfig(t, false, "")
 	ca := newTestCA(t, "test cluster CA")
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store := newFakeStore("node-a")
 	drv := newFakeDriver()

@@ -2,41 +2,23 @@ package console
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
-// syncBuf is a bytes.Buffer safe for one writer and one reader.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestAttachDetach(t *testing.T) {
 	guest, host := net.Pipe()
 	inR, inW := io.Pipe()
-	out := &syncBuf{}
+	out := &syncbuf.Buffer{}
 	type res struct {
 		detached bool
 		err      error

@@ -1,16 +1,16 @@
 package iscsi
 
 import (
-	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"log/slog"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -22,42 +22,11 @@ import (
 
 const testCHAPSecret = "the-right-secret-0123"
 
-// logBuffer collects log output from the server's goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-// lines returns the lines that contain every one of words.
-func (b *logBuffer) lines(words ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-next:
-	for _, l := range strings.Split(b.b.String(), "\n") {
-		for _, w := range words {
-			if !strings.Contains(l, w) {
-				continue next
-			}
-		}
-		if l != "" {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // chapFixture is a server that requires CHAP of testInitiator, with a
 // fast throttle (20 ms doubling up to 80 ms) and its log in logs.
-func chapFixture(t *testing.T) (*fixture, *logBuffer) {
+func chapFixture(t *testing.T) (*fixture, *syncbuf.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &syncbuf.Buffer{}
 	f := newFixture(t, func(c *Config) {
 		c.Authorize = func(initiator, target string, discovery bool) (login.Decision, error) {
 			return login.Decision{Allowed: true, CHAP: &text.Credentials{User: testInitiator, Secret: testCHAPSecret}}, nil
@@ -131,13 +100,13 @@ func TestCHAPFailuresThrottled(t *testing.T) {
 	t.Logf("10 failed CHAP logins took %v (at least %v)", elapsed, least)
 
 	require.NoError(t, f.srv.Close())
-	warns := logs.lines("level=WARN")
+	warns := logs.Lines("level=WARN")
 	assert.Len(t, warns, 2, "%q", warns)
-	first := logs.lines("level=WARN", "login failed to authenticate")
+	first := logs.Lines("level=WARN", "login failed to authenticate")
 	require.Len(t, first, 1, "%q", warns)
 	assert.Contains(t, first[0], "remote=127.0.0.1:")
 	assert.Contains(t, first[0], "does not verify")
-	sum := logs.lines("level=WARN", "more logins failed to authenticate from this address")
+	sum := logs.Lines("level=WARN", "more logins failed to authenticate from this address")
 	require.Len(t, sum, 1, "%q", warns)
 	assert.Contains(t, sum[0], "remote=127.0.0.1 failures=9 in_last=")
 }
@@ -151,7 +120,7 @@ func TestCHAPSuccessAfterFailures(t *testing.T) {
 		require.Equal(t, uint16(text.StatusAuthFailed), chapLogin(t, f, "a-wrong-secret-0123"))
 	}
 	require.Zero(t, chapLogin(t, f, testCHAPSecret))
-	sum := logs.lines("level=WARN", "more logins failed to authenticate from this address")
+	sum := logs.Lines("level=WARN", "more logins failed to authenticate from this address")
 	require.Len(t, sum, 1)
 	assert.Contains(t, sum[0], "failures=2")
 	f.srv.authMu.Lock()

@@ -13,10 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -297,12 +298,12 @@ func TestHelperCluster(t *testing.T) {
 
 // helper runs this test binary as TestHelperCluster in mode; it returns
 // the command, started, and a func that waits for the cluster's state.
-func helper(t *testing.T, mode string) (*exec.Cmd, *syncBuffer, func() *State) {
+func helper(t *testing.T, mode string) (*exec.Cmd, *syncbuf.Buffer, func() *State) {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "state-path")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperCluster$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperOutEnv+"="+out)
-	log := &syncBuffer{}
+	log := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = log, log
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() {
@@ -323,24 +324,6 @@ func helper(t *testing.T, mode string) (*exec.Cmd, *syncBuffer, func() *State) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestTeardownOnFailure: a test that fails after starting daemons still

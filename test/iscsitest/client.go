@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 )
 
 // clientSpec is one bounded run of a client tool.
@@ -46,7 +48,7 @@ const idleBytes = 1024
 // stall is a finding about the target). Cancelling ctx kills it too and
 // returns ctx's error. The error is for failures to run at all.
 func runClient(ctx context.Context, s clientSpec) (clientResult, error) {
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	start := time.Now()
 	p, err := startProc(procSpec{name: s.name, argv: s.argv, env: s.env, dir: s.dir, out: out})
 	if err != nil {

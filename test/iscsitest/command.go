@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 )
 
 // CommandSpec describes a target daemon started from a binary and a config
@@ -62,7 +64,7 @@ type Command struct {
 	spec     CommandSpec
 	params   CommandParams
 	proc     *Proc
-	out      *syncBuffer
+	out      *syncbuf.Buffer
 	stopOnce onceErr
 }
 
@@ -113,7 +115,7 @@ func StartCommand(ctx context.Context, file string, spec CommandSpec) (*Command,
 	if err != nil {
 		return nil, fmt.Errorf("start %s: temp dir: %w", spec.Name, err)
 	}
-	c := &Command{spec: spec, out: &syncBuffer{}, params: CommandParams{
+	c := &Command{spec: spec, out: &syncbuf.Buffer{}, params: CommandParams{
 		Dir: dir, File: abs, Portal: portal, Host: spec.Host, IQN: spec.IQN,
 		Port: port, LUN: spec.LUN, FileSize: st.Size(),
 	}}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 )
 
 // The gotgt helper runs StartGotgt in a child process. It exists because
@@ -69,7 +71,7 @@ func ServeGotgtHelper(ctx context.Context, log *slog.Logger) error {
 type GotgtProcess struct {
 	proc     *Proc
 	stdin    *os.File // the parent's end of the child's stdin
-	out      *syncBuffer
+	out      *syncbuf.Buffer
 	portal   string
 	iqn      string
 	lun      int
@@ -90,7 +92,7 @@ func StartGotgtProcess(ctx context.Context, argv []string, file, iqn string, log
 	if err != nil {
 		return nil, fmt.Errorf("gotgt helper: stdin pipe: %w", err)
 	}
-	g := &GotgtProcess{stdin: w, out: &syncBuffer{}}
+	g := &GotgtProcess{stdin: w, out: &syncbuf.Buffer{}}
 	env := []string{GotgtHelperEnv + "=" + file}
 	if iqn != "" {
 		env = append(env, GotgtHelperIQNEnv+"="+iqn)

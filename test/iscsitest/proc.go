@@ -1,7 +1,6 @@
 package iscsitest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -141,25 +140,6 @@ func (p *Proc) PeakRSS() (int64, error) {
 		return p.PeakRSS()
 	}
 	return rss, err
-}
-
-// syncBuffer is a bytes.Buffer safe for a child's output copier and a
-// reader at the same time (a log tail read while the child runs).
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // tail returns the last n bytes of s, for error messages.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -68,7 +70,7 @@ func TestRunClientCancel(t *testing.T) {
 func TestCleanupStopsProcesses(t *testing.T) {
 	sh, err := Tool("sh")
 	require.NoError(t, err)
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	p, err := startProc(procSpec{name: "stubborn", argv: []string{sh, "-c", "trap '' TERM; echo up; exec sleep 30"}, out: out})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return out.String() == "up\n" }, 5*time.Second, 10*time.Millisecond)

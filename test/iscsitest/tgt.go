@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
 )
 
 // TgtOptions configures StartTgt. The zero value exports the file to every
@@ -59,7 +61,7 @@ const tgtLUN = 1
 // Tgt is a tgtd started by StartTgt.
 type Tgt struct {
 	proc     *Proc
-	out      *syncBuffer
+	out      *syncbuf.Buffer
 	dir      string // temp dir: control socket, lock file
 	portal   string
 	iqn      string
@@ -144,7 +146,7 @@ func startTgtd(ctx context.Context, tgtd, tgtadm string, o TgtOptions) (*Tgt, er
 		return nil, fmt.Errorf("tgt: control socket path %s.%s is too long for a unix socket; set TMPDIR to a shorter directory", sock, ctlPort)
 	}
 	t := &Tgt{
-		out: &syncBuffer{}, dir: dir, portal: portal, iqn: o.IQN,
+		out: &syncbuf.Buffer{}, dir: dir, portal: portal, iqn: o.IQN,
 		ctlPort: ctlPort, tgtadm: tgtadm, log: o.Logger,
 	}
 	argv := []string{tgtd, "-f", "-C", ctlPort, "--iscsi", "portal=" + portal}

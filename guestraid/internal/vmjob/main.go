@@ -16,12 +16,14 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/mhcodi/mhcodi/guestraid/channel"
+	"github.com/mhcodi/mhcodi/internal/syncbuf"
+
 	"golang.org/x/sys/unix"
+
+	"github.com/mhcodi/mhcodi/guestraid/channel"
 )
 
 const (
@@ -434,7 +436,7 @@ func phaseBoot() {
 	}
 	cmd := exec.Command(guestraid, "boot", "--poweroff=false", "--host-info", info, "--channel", "none",
 		"--run", "/bin/vmjob child")
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
@@ -461,25 +463,6 @@ func phaseBoot() {
 	}
 	check(strings.Contains(out.String(), "vmjob child got SIGTERM"), "the command got SIGTERM")
 	check(!strings.Contains(sysfs("/proc/mdstat"), "md0 : active"), "md0 stopped at shutdown")
-}
-
-// syncBuffer is a bytes.Buffer written by exec's copying goroutine and
-// read by the job.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func init() {
