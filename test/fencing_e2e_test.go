@@ -2,7 +2,6 @@ package test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -72,19 +71,9 @@ func startFencing(t *testing.T, ctx context.Context, c *cluster.Cluster) *fencin
 		_, err := h.StartTargetd(ctx)
 		require.NoError(t, err)
 	}
-	hosts := c.Hosts()
-	errs := make([]error, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = h.StartFenced(ctx)
-		}()
-	}
-	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
-	r.waitQuorum(ctx, time.Minute)
+	start := time.Now()
+	require.NoError(t, c.StartFencedAll(ctx, time.Minute))
+	t.Logf("fenced answers on every node, its ledger with quorum, %.1f s after it was started", time.Since(start).Seconds())
 	t.Cleanup(func() {
 		// Teardown tracks them too; this covers a failure before any
 		// Attach (a guest fenced started that the test never saw).
@@ -96,30 +85,6 @@ func startFencing(t *testing.T, ctx context.Context, c *cluster.Cluster) *fencin
 		}
 	})
 	return r
-}
-
-// waitQuorum waits until every fenced says its ledger can be written:
-// a fenced answers on its socket before its etcd member has found its
-// peers, and an operator waits for that too before starting guests.
-func (r *fencingRun) waitQuorum(ctx context.Context, d time.Duration) {
-	r.t.Helper()
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	for _, h := range r.c.Hosts() {
-		for {
-			st, err := status(ctx, h)
-			if err == nil && st.Quorum {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				r.t.Fatalf("%s's ledger has no quorum %v after fenced started: %v %s", h.Name, d, err, st.LedgerErr)
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
-	r.t.Logf("the ledger has quorum on every node %.1f s after fenced answered", time.Since(start).Seconds())
 }
 
 // cli runs mhcodi on h and logs what it said.

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -280,4 +281,51 @@ func (c *Cluster) stopFenced() []error {
 		}
 	}
 	return errs
+}
+
+// StartFencedAll starts fenced on every host at once (an embedded etcd
+// member waits for its peers, so one at a time would stall) and then
+// waits, up to d, until every fenced says its ledger can be written: a
+// fenced answers on its socket before its member has found its peers,
+// and an operator waits for that too before starting guests.
+func (c *Cluster) StartFencedAll(ctx context.Context, d time.Duration) error {
+	hosts := c.Hosts()
+	errs := make([]error, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = h.StartFenced(ctx)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return c.WaitQuorum(ctx, d)
+}
+
+// WaitQuorum waits, up to d, until every host's fenced says its ledger
+// has quorum.
+func (c *Cluster) WaitQuorum(ctx context.Context, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for _, h := range c.Hosts() {
+		for {
+			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err := api.NewUnixClient(h.Name, h.FencedSocket()).NodeStatus(sctx)
+			scancel()
+			if err == nil && st.Quorum {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("host %s: its fenced's ledger has no quorum %v after it started (%v %s); its log: %s",
+					h.Name, d, err, st.LedgerErr, h.LogPath(FencedName))
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }

@@ -25,13 +25,11 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/mhcodi/mhcodi/configs"
-	"github.com/mhcodi/mhcodi/fencing/api"
 	"github.com/mhcodi/mhcodi/test/cluster"
 	"github.com/mhcodi/mhcodi/test/guesttest"
 )
@@ -138,7 +136,7 @@ func up(args []string, out io.Writer, log *slog.Logger) error {
 		}
 	}
 	if *fenced {
-		if err := startFenced(ctx, c); err != nil {
+		if err := c.StartFencedAll(ctx, time.Minute); err != nil {
 			return errors.Join(err, c.Close())
 		}
 	}
@@ -151,42 +149,6 @@ func up(args []string, out io.Writer, log *slog.Logger) error {
 	// The cluster's own signal handler tears down and raises the signal
 	// again, which ends this process.
 	select {}
-}
-
-// startFenced starts fenced on every node at once (an embedded etcd
-// member waits for its peers) and waits until each says its ledger has
-// quorum.
-func startFenced(ctx context.Context, c *cluster.Cluster) error {
-	hosts := c.Hosts()
-	errs := make([]error, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, errs[i] = h.StartFenced(ctx)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	for _, h := range hosts {
-		for {
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			st, err := api.NewUnixClient(h.Name, h.FencedSocket()).NodeStatus(sctx)
-			cancel()
-			if err == nil && st.Quorum {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("%s's fenced has no quorum in its ledger (%v %s); its log: %s", h.Name, err, st.LedgerErr, h.LogPath(cluster.FencedName))
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}
-	return nil
 }
 
 // shellLine quotes argv for a shell where it needs it.
