@@ -9,9 +9,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-
-	"github.com/u-root/u-root/pkg/kmodule"
 )
 
 // ErrNoKernel is wrapped by errors about a missing or incomplete kernel
@@ -48,33 +45,36 @@ func ReadKernel(dir string) (Kernel, error) {
 
 // Modules resolves module names (dm-mod, dm_mod and loop alike) to their
 // files and their dependencies' files, relative to the kernel's modules
-// directory, with the same code the guest loads them with (kmodule, dry
-// run against the host copy of modules.dep). Built-in modules resolve to
-// nothing.
+// directory, from its modules.dep (which lists every module's
+// dependencies transitively, as modprobe reads it) and modules.builtin
+// (built-in modules resolve to nothing). The guest loads them with u-root's
+// kmodule; here it is not used because its probe walks dependencies in
+// goroutines that append to one shared slice (u-root v0.16.0,
+// pkg/kmodule/kmodule_linux.go:145), which the race detector of make test
+// reports now and then.
 func (k Kernel) Modules(names []string) ([]string, error) {
-	var (
-		mu    sync.Mutex
-		files = map[string]bool{}
-	)
 	mdir := k.ModulesDir()
-	opts := kmodule.ProbeOpts{
-		RootDir:        k.Dir,
-		KVer:           k.Version,
-		IgnoreProcMods: true, // the host's loaded modules say nothing about the guest
-		DryRunCB: func(path string) {
-			rel, err := filepath.Rel(mdir, path)
-			mu.Lock()
-			defer mu.Unlock()
-			if err == nil {
-				files[rel] = true
-			} else {
-				files[path] = true // reported below as outside the tree
-			}
-		},
+	deps, byName, err := readModulesDep(filepath.Join(mdir, "modules.dep"))
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.Version, err)
 	}
+	builtin, err := readModulesBuiltin(filepath.Join(mdir, "modules.builtin"))
+	if err != nil {
+		return nil, fmt.Errorf("kernel %s: %w", k.Version, err)
+	}
+	files := map[string]bool{}
 	for _, n := range names {
-		if err := kmodule.ProbeOptions(n, "", opts); err != nil {
-			return nil, fmt.Errorf("kernel module %s (kernel %s): %w", n, k.Version, err)
+		name := moduleName(n)
+		if builtin[name] {
+			continue
+		}
+		file, ok := byName[name]
+		if !ok {
+			return nil, fmt.Errorf("kernel module %s (kernel %s): neither in modules.dep nor built in", n, k.Version)
+		}
+		files[file] = true
+		for _, d := range deps[file] {
+			files[d] = true
 		}
 	}
 	var list []string
@@ -86,6 +86,63 @@ func (k Kernel) Modules(names []string) ([]string, error) {
 	}
 	sort.Strings(list)
 	return list, nil
+}
+
+// moduleName is the name a module file or a module name stands for, as
+// the kernel compares them: without directory and .ko[.xz|.zst|.gz], with
+// '-' and '_' alike.
+func moduleName(s string) string {
+	s = filepath.Base(s)
+	for _, ext := range []string{".xz", ".zst", ".gz"} {
+		s = strings.TrimSuffix(s, ext)
+	}
+	return strings.ReplaceAll(strings.TrimSuffix(s, ".ko"), "-", "_")
+}
+
+// readModulesDep reads modules.dep: each module file's dependencies, and
+// the file of each module name.
+func readModulesDep(path string) (deps map[string][]string, byName map[string]string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	deps, byName = map[string][]string{}, map[string]string{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		file, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			if strings.TrimSpace(sc.Text()) == "" {
+				continue
+			}
+			return nil, nil, fmt.Errorf("%s:%d: no colon: %q", path, line, sc.Text())
+		}
+		file = strings.TrimSpace(file)
+		deps[file] = strings.Fields(rest)
+		byName[moduleName(file)] = file
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return deps, byName, nil
+}
+
+// readModulesBuiltin reads the names of the built-in modules; a kernel
+// without the file has none.
+func readModulesBuiltin(path string) (map[string]bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]bool{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, l := range strings.Fields(string(b)) {
+		out[moduleName(l)] = true
+	}
+	return out, nil
 }
 
 // ModulesDep returns the lines of the kernel's modules.dep that describe

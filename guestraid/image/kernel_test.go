@@ -50,3 +50,28 @@ func TestReadKernelMissing(t *testing.T) {
 	_, err := ReadKernel(t.TempDir())
 	assert.ErrorIs(t, err, ErrNoKernel)
 }
+
+// TestKernelModulesFromModulesDep: a module's dependencies come from its
+// modules.dep line (transitive, as modprobe reads it), a built-in module
+// resolves to no file, and '-' and '_' are one.
+func TestKernelModulesFromModulesDep(t *testing.T) {
+	k := testKernel(t)
+	files, err := k.Modules([]string{"iscsi-tcp"})
+	require.NoError(t, err)
+	for _, want := range []string{"iscsi_tcp", "libiscsi_tcp", "libiscsi", "scsi_transport_iscsi", "scsi_mod", "scsi_common"} {
+		found := false
+		for _, f := range files {
+			found = found || moduleName(f) == want
+		}
+		assert.True(t, found, "%s not in %v", want, files)
+	}
+	builtin, err := readModulesBuiltin(filepath.Join(k.ModulesDir(), "modules.builtin"))
+	require.NoError(t, err)
+	require.NotEmpty(t, builtin)
+	for name := range builtin {
+		files, err := k.Modules([]string{name})
+		require.NoError(t, err, name)
+		assert.Empty(t, files, "built-in %s", name)
+		break
+	}
+}
