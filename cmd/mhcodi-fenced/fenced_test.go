@@ -193,3 +193,39 @@ func goBin() string {
 	}
 	return "/usr/local/go/bin/go"
 }
+
+// TestOneFencedPerStateDir: a second fenced given a state directory that
+// a running one holds (two nodes of one machine sharing a cluster file:
+// issue 12, where it hung in etcd's start and ignored SIGTERM) exits at
+// once, naming the directory and the holder's pid.
+func TestOneFencedPerStateDir(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mhcodi-fenced")
+	out, err := exec.Command(goBin(), "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	_, files := realCluster(t, dir)
+	first := startFenced(t, bin, dir, "node-a", files["node-a"], false)
+	lock := filepath.Join(dir, "state-node-a", "fenced.lock")
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(lock)
+		return err == nil && strings.TrimSpace(string(b)) == fmt.Sprint(first.cmd.Process.Pid)
+	}, 30*time.Second, 50*time.Millisecond, "the first fenced holds its state directory")
+
+	second := startFenced(t, bin, dir, "node-b", files["node-a"], false)
+	select {
+	case err := <-second.done:
+		second.done <- err // for the cleanup, which waits for it too
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit)
+		assert.Equal(t, 1, exit.ExitCode())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the second fenced on one state directory did not exit:\n%s", second.logText())
+	}
+	log := second.logText()
+	assert.Contains(t, log, "state-node-a is in use by another mhcodi-fenced (pid "+fmt.Sprint(first.cmd.Process.Pid)+")")
+	select {
+	case err := <-first.done:
+		t.Fatalf("the first fenced ended: %v\n%s", err, first.logText())
+	default:
+	}
+}

@@ -15,8 +15,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/pidlock"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -87,6 +90,22 @@ func serve(cfg *configs.Config, node string, witness bool, socket, targetdSocket
 	if !ok {
 		return fmt.Errorf("node %q is not in %s", node, cfg.Path)
 	}
+	// One fenced per state directory: a second one (two nodes of a test
+	// cluster given one file, or a fenced started twice) would otherwise
+	// hang in etcd's start on the member's database lock, deaf to SIGTERM.
+	stateDir := cfg.Fencing.StateDir
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("fencing.state_dir: %w", err)
+	}
+	unlock, err := pidlock.Lock(filepath.Join(stateDir, "fenced.lock"))
+	var busy *pidlock.BusyError
+	if errors.As(err, &busy) {
+		return fmt.Errorf("fencing.state_dir %s is in use by another mhcodi-fenced (pid %d): every node needs its own (on one machine, give each node its own copy of the cluster file)", stateDir, busy.PID)
+	}
+	if err != nil {
+		return fmt.Errorf("fencing.state_dir: %w", err)
+	}
+	defer unlock()
 	tlsDir := cfg.Security.TLSDir
 	serverTLS, err := certs.ServerTLS(tlsDir, node)
 	if err != nil {

@@ -12,13 +12,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/mhcodi/mhcodi/internal/pidlock"
 
 	"golang.org/x/sys/unix"
 )
@@ -36,33 +34,15 @@ var ErrBusy = errors.New("the console is attached elsewhere")
 // this process, and writes its pid into the lock file for the message a
 // second attach gets. unlock releases it.
 func Lock(dir string) (unlock func(), err error) {
-	p := filepath.Join(dir, LockFile)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		defer f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			b, _ := io.ReadAll(io.LimitReader(f, 64))
-			holder := strings.TrimSpace(string(b))
-			since := ""
-			if fi, err := f.Stat(); err == nil {
-				since = ", since " + fi.ModTime().Format("15:04:05")
-			}
-			if holder != "" {
-				return nil, fmt.Errorf("%w (by pid %s%s): detach it there with Ctrl-], or end that process", ErrBusy, holder, since)
-			}
-			return nil, fmt.Errorf("%w: detach it there with Ctrl-]", ErrBusy)
+	unlock, err = pidlock.Lock(filepath.Join(dir, LockFile))
+	var busy *pidlock.BusyError
+	if errors.As(err, &busy) {
+		if busy.PID != 0 {
+			return nil, fmt.Errorf("%w (by pid %d, since %s): detach it there with Ctrl-], or end that process", ErrBusy, busy.PID, busy.Since.Format("15:04:05"))
 		}
-		return nil, fmt.Errorf("lock %s: %w", p, err)
+		return nil, fmt.Errorf("%w: detach it there with Ctrl-]", ErrBusy)
 	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return func() {
-		_ = f.Truncate(0)
-		f.Close()
-	}, nil
+	return unlock, err
 }
 
 // Attach copies between conn (the guest's console, or a relay of it) and the terminal (in,
