@@ -53,12 +53,7 @@ func TestArrayCollectorFromChannelReports(t *testing.T) {
 	defer cancel()
 	s.MonitorOnce(ctx)
 	defer s.channels.Close()
-	var g guestEnd
-	select {
-	case g = <-drv.chans:
-	case <-time.After(5 * time.Second):
-		t.Fatal("fenced did not connect to the guest's channel")
-	}
+	g := drv.waitChannel(t)
 	go func() { _, _ = bufio.NewReader(g.conn).ReadBytes(0) }() // what fenced sends
 	send := func(v any) {
 		b, err := json.Marshal(v)

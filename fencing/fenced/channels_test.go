@@ -37,12 +37,7 @@ func TestChannelClearsStaleAfterResync(t *testing.T) {
 	defer cancel()
 	s.MonitorOnce(ctx)
 	defer s.channels.Close()
-	var g guestEnd
-	select {
-	case g = <-drv.chans:
-	case <-time.After(5 * time.Second):
-		t.Fatal("fenced did not connect to the guest's channel")
-	}
+	g := drv.waitChannel(t)
 	require.Equal(t, "db", g.guest)
 	in := bufio.NewReader(g.conn)
 	send := func(v any) {

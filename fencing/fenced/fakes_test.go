@@ -252,6 +252,18 @@ func newFakeDriver() *fakeDriver {
 	return &fakeDriver{running: map[string]hypervisor.Status{}, specs: map[string]hypervisor.GuestSpec{}, chans: make(chan guestEnd, 4)}
 }
 
+// waitChannel is the guest end of the next channel fenced opened.
+func (d *fakeDriver) waitChannel(t *testing.T) guestEnd {
+	t.Helper()
+	select {
+	case g := <-d.chans:
+		return g
+	case <-time.After(5 * time.Second):
+		t.Fatal("fenced did not connect to the guest's channel")
+		return guestEnd{}
+	}
+}
+
 func (d *fakeDriver) run(name string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -109,16 +109,7 @@ func TestWriteBudgetHoldsR2T(t *testing.T) {
 	r2tA, _ = c.recv()
 	require.Equal(t, pdu.OpR2T, r2tA.Opcode())
 	ittB = c.scsiCmd(write10(size/512, size/512), false, true, size, nil, true)
-	var h pdu.Header
-	h.SetOpcode(pdu.OpTaskMgmtReq)
-	h[0] |= 0x40 // immediate
-	h[1] = 0x80 | tmfAbortTask
-	h.SetITT(c.nextITT())
-	h.PutU32(pdu.OffTTT, ittB)
-	h.PutU32(pdu.OffCmdSN, c.cmdSN)
-	h.PutU32(pdu.OffMaxCmdSN, c.cmdSN-1) // RefCmdSN
-	c.send(&h, nil)
-	tm, _ := c.recv()
+	tm := c.abortTask(ittB, c.cmdSN-1)
 	require.Equal(t, pdu.OpTaskMgmtResp, tm.Opcode())
 	assert.Equal(t, byte(tmfComplete), tm[2])
 	resp = answerR2Ts(c, ittA, b, r2tA, func(h *pdu.Header) { t.Fatalf("unexpected %v for the aborted write", h.Opcode()) })

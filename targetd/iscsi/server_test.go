@@ -247,6 +247,22 @@ func (c *client) nop() (*pdu.Header, []byte) {
 	return c.recv()
 }
 
+// abortTask sends an immediate ABORT TASK for itt with refCmdSN as its
+// RefCmdSN and returns the Task Management Function Response.
+func (c *client) abortTask(itt, refCmdSN uint32) *pdu.Header {
+	var h pdu.Header
+	h.SetOpcode(pdu.OpTaskMgmtReq)
+	h[0] |= 0x40 // immediate
+	h[1] = 0x80 | tmfAbortTask
+	h.SetITT(c.nextITT())
+	h.PutU32(pdu.OffTTT, itt)
+	h.PutU32(pdu.OffCmdSN, c.cmdSN)
+	h.PutU32(pdu.OffMaxCmdSN, refCmdSN) // RefCmdSN
+	c.send(&h, nil)
+	resp, _ := c.recv()
+	return resp
+}
+
 func TestLoginAndNOP(t *testing.T) {
 	f := newFixture(t, nil)
 	c := loggedIn(t, f)
@@ -400,16 +416,7 @@ func TestAbortTaskWaitingForData(t *testing.T) {
 	itt := c.scsiCmd(write10(0, 8), false, true, 4096, nil, true)
 	r2t, _ := c.recv()
 	require.Equal(t, pdu.OpR2T, r2t.Opcode())
-	var h pdu.Header
-	h.SetOpcode(pdu.OpTaskMgmtReq)
-	h[0] |= 0x40 // immediate
-	h[1] = 0x80 | tmfAbortTask
-	h.SetITT(c.nextITT())
-	h.PutU32(pdu.OffTTT, itt)
-	h.PutU32(pdu.OffCmdSN, c.cmdSN)
-	h.PutU32(pdu.OffMaxCmdSN, c.cmdSN-1) // RefCmdSN
-	c.send(&h, nil)
-	resp, _ := c.recv()
+	resp := c.abortTask(itt, c.cmdSN-1)
 	require.Equal(t, pdu.OpTaskMgmtResp, resp.Opcode())
 	assert.Equal(t, byte(tmfComplete), resp[2])
 	nh, _ := c.nop()
@@ -486,16 +493,7 @@ func TestAbortTaskAlreadyDone(t *testing.T) {
 	itt := c.scsiCmd(write10(0, 1), false, true, 512, make([]byte, 512), true)
 	h, _ := c.recv()
 	require.Equal(t, pdu.OpSCSIResp, h.Opcode(), "the write completes")
-	var tm pdu.Header
-	tm.SetOpcode(pdu.OpTaskMgmtReq)
-	tm[0] |= 0x40
-	tm[1] = 0x80 | tmfAbortTask
-	tm.SetITT(c.nextITT())
-	tm.PutU32(pdu.OffTTT, itt)
-	tm.PutU32(pdu.OffCmdSN, c.cmdSN)
-	tm.PutU32(pdu.OffMaxCmdSN, writeSN) // RefCmdSN: below ExpCmdSN now
-	c.send(&tm, nil)
-	resp, _ := c.recv()
+	resp := c.abortTask(itt, writeSN) // RefCmdSN: below ExpCmdSN now
 	require.Equal(t, pdu.OpTaskMgmtResp, resp.Opcode())
 	assert.Equal(t, byte(tmfNoTask), resp[2], "a finished task does not exist any more (RFC 7143 §11.5.1 c)")
 }
